@@ -1,0 +1,3 @@
+from pointea.cli import main
+
+raise SystemExit(main())

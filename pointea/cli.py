@@ -1,0 +1,44 @@
+"""Command-line interface: ``pointea <command> ...``.
+
+Each subcommand lives in ``pointea/commands/<name>.py`` with ``add_parser(subparsers)`` and
+``run(args) -> int``; this module only assembles them. Heavy imports happen inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from pointea import __version__
+
+COMMANDS = ("train", "eval", "predict", "export", "models", "download", "viz")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pointea",
+        description="Deep learning on point clouds with external attention.",
+        epilog="Run 'pointea <command> --help' for the options and examples of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"pointea {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in COMMANDS:
+        module = importlib.import_module(f"pointea.commands.{name}")
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
