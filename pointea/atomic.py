@@ -15,6 +15,9 @@ PathLike = Union[str, os.PathLike]
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``.
 
+    The file gets the permissions of a plain ``open(path, "w")`` (0o666 minus the umask), not the
+    owner-only mode of the temporary file.
+
     If the body raises, the temporary file is removed and ``path`` is left untouched.
 
     Example::
@@ -31,10 +34,17 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

@@ -1,0 +1,444 @@
+"""Tests for pointea.data.io: round-trips, real-format files, mesh sampling and bad input."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pointea.data.io import (
+    SUPPORTED_SUFFIXES,
+    read_labeled_point_cloud,
+    read_mesh,
+    read_point_cloud,
+    sample_mesh_surface,
+    validate_points,
+    write_point_cloud,
+)
+
+DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _cloud(n: int = 200, normals: bool = False, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    xyz = rng.normal(size=(n, 3)).astype(np.float32)
+    if not normals:
+        return xyz
+    nrm = rng.normal(size=(n, 3))
+    nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+    return np.concatenate([xyz, nrm.astype(np.float32)], axis=1)
+
+
+@pytest.fixture(scope="module")
+def o3d():
+    """Open3D, only to write reference files in the formats it produces."""
+    try:
+        import ctypes
+
+        import libusb_package
+
+        ctypes.CDLL(str(libusb_package.get_library_path()), mode=ctypes.RTLD_GLOBAL)
+        import open3d
+    except (ImportError, OSError) as error:
+        pytest.skip(f"open3d not usable here: {error}")
+    return open3d
+
+
+# Unit cube [0, 1]^3 as 8 vertices and 6 quads (outward winding).
+CUBE_VERTICES = np.array(
+    [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float
+)
+CUBE_QUADS = [[0, 3, 2, 1], [4, 5, 6, 7], [0, 1, 5, 4], [2, 3, 7, 6], [1, 2, 6, 5], [0, 4, 7, 3]]
+
+
+def _check_box_sampling(points: np.ndarray, size=(1.0, 1.0, 1.0), outward: bool = True) -> None:
+    """Points lie on the box surface, face counts follow face areas, normals are face normals."""
+    size = np.asarray(size)
+    xyz, normals = points[:, :3].astype(np.float64), points[:, 3:6]
+    assert (xyz >= -1e-5).all() and (xyz <= size + 1e-5).all()
+    on_face = (np.abs(xyz) < 1e-5) | (np.abs(xyz - size) < 1e-5)  # (N, 3)
+    assert on_face.any(axis=1).all(), "a sample is off the surface"
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
+    # The normal is along the axis of the face the point lies on, pointing outwards.
+    axis = np.abs(normals).argmax(axis=1)
+    assert on_face[np.arange(len(xyz)), axis].all()
+    if outward:
+        sign = np.sign(normals[np.arange(len(xyz)), axis])
+        at_max = np.abs(xyz[np.arange(len(xyz)), axis] - size[axis]) < 1e-5
+        assert (sign[at_max] > 0).all() and (sign[~at_max] < 0).all()
+    # Area-proportional: each pair of faces of one axis gets its share of the samples.
+    areas = np.array([size[1] * size[2], size[0] * size[2], size[0] * size[1]])
+    expected = areas / areas.sum() / 2  # per face
+    N = len(points)
+    for k in range(3):
+        for at_max in (False, True):
+            face = np.abs(xyz[:, k] - (size[k] if at_max else 0.0)) < 1e-5
+            face &= axis == k
+            share = face.sum() / N
+            assert abs(share - expected[k]) < 4 * np.sqrt(expected[k] / N) + 1e-3, (k, at_max, share)
+
+
+# --------------------------------------------------------------------------- validate_points
+
+def test_validate_points_errors_name_source_and_problem():
+    with pytest.raises(ValueError, match=r"src\.ply.*2-D"):
+        validate_points(np.zeros(3), "src.ply")
+    with pytest.raises(ValueError, match=r"src\.ply.*at least 3 columns"):
+        validate_points(np.zeros((4, 2)), "src.ply")
+    with pytest.raises(ValueError, match=r"src\.ply.*empty cloud"):
+        validate_points(np.zeros((0, 3)), "src.ply")
+    bad = np.zeros((10, 3))
+    bad[2, 0], bad[7, 1] = np.nan, np.inf
+    with pytest.raises(ValueError, match=r"src\.ply: 2 of 10 rows contain NaN or inf \(first at row 2\)"):
+        validate_points(bad, "src.ply")
+    out = validate_points(np.ones((4, 6), dtype=np.float64), "x")
+    assert out.dtype == np.float32 and out.shape == (4, 6) and out.flags.c_contiguous
+
+
+# --------------------------------------------------------------------------- round-trips
+
+@pytest.mark.parametrize("suffix", [".ply", ".npy", ".npz", ".xyz", ".txt", ".csv"])
+@pytest.mark.parametrize("normals", [False, True])
+def test_write_read_round_trip(tmp_path, suffix, normals):
+    points = _cloud(normals=normals)
+    path = tmp_path / f"cloud{suffix}"
+    write_point_cloud(path, points)
+    back = read_point_cloud(path)
+    assert back.dtype == np.float32 and back.shape == points.shape
+    np.testing.assert_allclose(back, points, rtol=1e-6, atol=1e-6)
+    assert list(tmp_path.iterdir()) == [path], "atomic write left a temporary file"
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".npz", ".xyz", ".csv"])
+@pytest.mark.parametrize("normals", [False, True])
+def test_labels_round_trip(tmp_path, suffix, normals):
+    points = _cloud(normals=normals)
+    labels = np.arange(len(points)) % 7
+    path = tmp_path / f"cloud{suffix}"
+    write_point_cloud(path, points, labels=labels)
+    back, back_labels = read_labeled_point_cloud(path)
+    np.testing.assert_allclose(back, points, rtol=1e-6, atol=1e-6)
+    assert back_labels.dtype == np.int64
+    np.testing.assert_array_equal(back_labels, labels)
+
+
+def test_ply_colors_and_labels_header(tmp_path):
+    points = _cloud(50, normals=True)
+    colors = np.linspace(0, 1, 150).reshape(50, 3)
+    path = tmp_path / "c.ply"
+    write_point_cloud(path, points, colors=colors, labels=np.ones(50, int))
+    header = path.read_bytes().split(b"end_header\n")[0].decode()
+    assert "format binary_little_endian 1.0" in header
+    for line in ("property float x", "property float nz", "property uchar red",
+                 "property uchar blue", "property int label", "element vertex 50"):
+        assert line in header
+    body = path.read_bytes().split(b"end_header\n", 1)[1]
+    assert len(body) == 50 * (6 * 4 + 3 + 4)
+    table = np.frombuffer(body, dtype=[("p", "<f4", 6), ("c", "u1", 3), ("l", "<i4")])
+    np.testing.assert_array_equal(table["c"], np.round(colors * 255).astype(np.uint8))
+    np.testing.assert_array_equal(read_point_cloud(path), points)
+
+
+def test_write_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match=r"out\.pcd.*supported: .ply"):
+        write_point_cloud(tmp_path / "out.pcd", _cloud())
+    with pytest.raises(ValueError, match="labels"):
+        write_point_cloud(tmp_path / "out.npy", _cloud(), labels=np.zeros(200, int))
+    with pytest.raises(ValueError, match=r"colors must have shape \(200, 3\)"):
+        write_point_cloud(tmp_path / "out.ply", _cloud(), colors=np.zeros((3, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"3 labels for 200 points"):
+        write_point_cloud(tmp_path / "out.ply", _cloud(), labels=np.zeros(3, int))
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- files as others write them
+
+@pytest.mark.parametrize("suffix,kwargs", [
+    (".ply", dict(write_ascii=True)),
+    (".ply", dict(write_ascii=False)),
+    (".pcd", dict(write_ascii=True)),
+    (".pcd", dict(write_ascii=False)),
+    (".pcd", dict(write_ascii=False, compressed=True)),
+])
+@pytest.mark.parametrize("normals", [False, True])
+def test_reads_open3d_point_clouds(tmp_path, o3d, suffix, kwargs, normals):
+    points = _cloud(500, normals=normals)
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points[:, :3].astype(np.float64)))
+    if normals:
+        cloud.normals = o3d.utility.Vector3dVector(points[:, 3:].astype(np.float64))
+    path = tmp_path / f"o3d{suffix}"
+    assert o3d.io.write_point_cloud(str(path), cloud, **kwargs)
+    back = read_point_cloud(path)
+    assert back.shape == points.shape
+    np.testing.assert_allclose(back, points, atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".off", ".obj", ".stl", ".ply"])
+def test_reads_open3d_meshes(tmp_path, o3d, suffix):
+    box = o3d.geometry.TriangleMesh.create_box(1.0, 2.0, 3.0)
+    box.compute_triangle_normals()
+    box.compute_vertex_normals()
+    path = tmp_path / f"box{suffix}"
+    assert o3d.io.write_triangle_mesh(str(path), box)
+    points = read_point_cloud(path, num_mesh_points=6000)
+    if suffix == ".ply":  # a PLY mesh is read as its vertices
+        assert points.shape == (8, 6)
+        return
+    assert points.shape == (6000, 6)
+    _check_box_sampling(points, size=(1.0, 2.0, 3.0))
+
+
+def test_binary_big_endian_ply_with_extra_properties_and_faces(tmp_path):
+    points = _cloud(20)
+    header = (
+        "ply\nformat binary_big_endian 1.0\ncomment made by hand\nobj_info test\n"
+        "element vertex 20\nproperty double x\nproperty double y\nproperty double z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty ushort label\n"
+        "element face 1\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    table = np.zeros(20, dtype=[("x", ">f8"), ("y", ">f8"), ("z", ">f8"), ("rgb", "u1", 3), ("l", ">u2")])
+    table["x"], table["y"], table["z"] = points.T
+    table["l"] = np.arange(20) + 300
+    face = struct.pack(">Biii", 3, 0, 1, 2)
+    path = tmp_path / "be.ply"
+    path.write_bytes(header.encode() + table.tobytes() + face)
+    back, labels = read_labeled_point_cloud(path)
+    np.testing.assert_allclose(back, points, atol=1e-6)
+    np.testing.assert_array_equal(labels, np.arange(20) + 300)
+
+
+def test_ascii_ply_with_element_before_vertex_and_labels(tmp_path):
+    path = tmp_path / "a.ply"
+    path.write_text(
+        "ply\nformat ascii 1.0\nelement camera 1\nproperty float fov\nelement vertex 3\n"
+        "property float x\nproperty float y\nproperty float z\nproperty int label\nend_header\n"
+        "60\n0 0 0 4\n1 0 0 5\n0 1 0 6\n"
+    )
+    points, labels = read_labeled_point_cloud(path)
+    np.testing.assert_array_equal(points, [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(labels, [4, 5, 6])
+
+
+def test_pcd_ascii_with_label_field(tmp_path):
+    path = tmp_path / "l.pcd"
+    path.write_text(
+        "# .PCD v0.7\nVERSION 0.7\nFIELDS x y z rgb label\nSIZE 4 4 4 4 4\nTYPE F F F F U\n"
+        "COUNT 1 1 1 1 1\nWIDTH 2\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 2\nDATA ascii\n"
+        "1 2 3 0 7\n4 5 6 0 8\n"
+    )
+    points, labels = read_labeled_point_cloud(path)
+    np.testing.assert_array_equal(points, [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(labels, [7, 8])
+
+
+def test_text_variants(tmp_path):
+    csv = tmp_path / "h.csv"
+    csv.write_text("# exported\nx,y,z,nx,ny,nz\n1,2,3,0,0,1\n4,5,6,0,1,0\n")
+    np.testing.assert_array_equal(read_point_cloud(csv), [[1, 2, 3, 0, 0, 1], [4, 5, 6, 0, 1, 0]])
+    four = tmp_path / "l.txt"
+    four.write_text("0 0 0 2\n1 1 1 3\n")
+    points, labels = read_labeled_point_cloud(four)
+    assert points.shape == (2, 3)
+    np.testing.assert_array_equal(labels, [2, 3])
+    seven = tmp_path / "l7.xyz"
+    seven.write_text("0 0 0 0 0 1 5\n1 1 1 0 1 0 9\n")
+    points, labels = read_labeled_point_cloud(seven)
+    assert points.shape == (2, 6)
+    np.testing.assert_array_equal(labels, [5, 9])
+    long_preamble = tmp_path / "c.txt"
+    long_preamble.write_text("# comment\n" * 80 + "\n1 2 3\n")
+    np.testing.assert_array_equal(read_point_cloud(long_preamble), [[1, 2, 3]])
+    intensity = tmp_path / "i.pts"
+    intensity.write_text("0 0 0 0.25\n1 1 1 0.5\n")
+    points, labels = read_labeled_point_cloud(intensity)
+    assert points.shape == (2, 3) and labels is None
+
+
+def test_npz_points_normals_and_single_array(tmp_path):
+    points = _cloud(30, normals=True)
+    path = tmp_path / "n.npz"
+    np.savez(path, points=points[:, :3], normals=points[:, 3:], labels=np.arange(30))
+    back, labels = read_labeled_point_cloud(path)
+    np.testing.assert_array_equal(back, points)
+    np.testing.assert_array_equal(labels, np.arange(30))
+    single = tmp_path / "s.npz"
+    np.savez(single, cloud=np.hstack([points, np.zeros((30, 2))]))
+    np.testing.assert_array_equal(read_point_cloud(single), points)
+
+
+# --------------------------------------------------------------------------- meshes
+
+def test_off_glued_header_comments_and_quads(tmp_path):
+    lines = ["OFF8 6 0   # ModelNet-style header", "# a comment line"]
+    lines += [" ".join(map(str, v)) for v in CUBE_VERTICES]
+    lines += ["4 " + " ".join(map(str, q)) for q in CUBE_QUADS]
+    path = tmp_path / "cube.off"
+    path.write_text("\n".join(lines) + "\n")
+    vertices, faces = read_mesh(path)
+    assert vertices.shape == (8, 3) and faces.shape == (12, 3)
+    _check_box_sampling(read_point_cloud(path, num_mesh_points=12_000))
+
+
+def test_off_mixed_polygons_and_separate_counts_line(tmp_path):
+    # A square pyramid: one quad base and four triangles, counts on their own line.
+    path = tmp_path / "pyr.off"
+    path.write_text("OFF\n5 5 8\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n0.5 0.5 1\n"
+                    "4 0 3 2 1\n3 0 1 4\n3 1 2 4\n3 2 3 4\n3 3 0 4\n")
+    vertices, faces = read_mesh(path)
+    assert faces.shape == (6, 3)
+    points = read_point_cloud(path, num_mesh_points=2000)
+    assert points.shape == (2000, 6)
+    assert (points[:, 2] >= -1e-6).all() and (points[:, 2] <= 1 + 1e-6).all()
+
+
+def test_obj_slashes_and_negative_indices(tmp_path):
+    lines = ["# cube", "o cube", "mtllib none.mtl"]
+    lines += ["v " + " ".join(map(str, v)) for v in CUBE_VERTICES]
+    lines += ["vt 0 0", "vn 0 0 1", "s off"]
+    for i, quad in enumerate(CUBE_QUADS):
+        if i % 2:  # negative indices count back from the last vertex
+            tokens = [str(q - 8) for q in quad]
+        else:
+            tokens = [f"{q + 1}/1/1" for q in quad]
+        lines.append("f " + " ".join(tokens))
+    path = tmp_path / "cube.obj"
+    path.write_text("\n".join(lines) + "\n")
+    _check_box_sampling(read_point_cloud(path, num_mesh_points=12_000))
+
+
+def _cube_triangles() -> np.ndarray:
+    tris = [[q[0], q[k], q[k + 1]] for q in CUBE_QUADS for k in (1, 2)]
+    return CUBE_VERTICES[np.array(tris)]  # (12, 3, 3)
+
+
+def test_stl_binary_and_ascii(tmp_path):
+    corners = _cube_triangles()
+    record = np.zeros(12, dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
+    record["v"] = corners
+    binary = tmp_path / "cube_bin.stl"
+    # A binary header that starts with "solid" must not fool the reader.
+    binary.write_bytes(b"solid binary header".ljust(80, b" ") + struct.pack("<I", 12) + record.tobytes())
+    _check_box_sampling(read_point_cloud(binary, num_mesh_points=12_000))
+
+    lines = ["solid cube"]
+    for tri in corners:
+        lines += ["  facet normal 0 0 0", "    outer loop"]
+        lines += [f"      vertex {x:e} {y:e} {z:e}" for x, y, z in tri]
+        lines += ["    endloop", "  endfacet"]
+    lines.append("endsolid cube")
+    ascii_path = tmp_path / "cube_ascii.stl"
+    ascii_path.write_text("\n".join(lines) + "\n")
+    _check_box_sampling(read_point_cloud(ascii_path, num_mesh_points=12_000))
+    np.testing.assert_array_equal(read_point_cloud(ascii_path, 500, seed=3),
+                                  read_point_cloud(binary, 500, seed=3))
+
+
+def test_sample_mesh_surface_is_uniform_inside_a_triangle():
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float)
+    points = sample_mesh_surface(vertices, np.array([[0, 1, 2]]), 20_000, seed=1)
+    x, y = points[:, 0], points[:, 1]
+    assert (x >= 0).all() and (y >= 0).all() and (x + y <= 1 + 1e-6).all()
+    # The centroid of a uniform triangle is the mean of its corners; the half below x + y = 1/2
+    # holds 1/4 of the area.
+    np.testing.assert_allclose([x.mean(), y.mean()], [1 / 3, 1 / 3], atol=0.01)
+    assert abs(((x + y) < 0.5).mean() - 0.25) < 0.015
+    np.testing.assert_allclose(points[:, 3:], np.tile([0, 0, 1], (20_000, 1)))
+
+
+def test_mesh_sampling_is_seeded(tmp_path):
+    path = tmp_path / "cube.off"
+    path.write_text("OFF\n8 6 0\n" + "\n".join(" ".join(map(str, v)) for v in CUBE_VERTICES)
+                    + "\n" + "\n".join("4 " + " ".join(map(str, q)) for q in CUBE_QUADS) + "\n")
+    a, b = read_point_cloud(path, 100, seed=5), read_point_cloud(path, 100, seed=5)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, read_point_cloud(path, 100, seed=6))
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_missing_file_and_unknown_suffix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.ply"):
+        read_point_cloud(tmp_path / "nothere.ply")
+    path = tmp_path / "cloud.las"
+    path.write_bytes(b"LASF")
+    with pytest.raises(ValueError, match=r"cloud\.las.*'\.las'.*supported: \.ply, \.pcd") as info:
+        read_point_cloud(path)
+    for suffix in SUPPORTED_SUFFIXES:
+        assert suffix in str(info.value)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("1 2 3 4 5\n6 7 8 9 10\n", r"5 columns; expected 3 \(x y z\)"),
+    ("1 2 3\n4 5\n", r"malformed rows"),
+    ("1 2 3\nnan 5 6\n7 8 9\n", r"1 of 3 rows contain NaN"),
+    ("# nothing\n", r"empty cloud"),
+    ("", r"empty cloud"),
+    ("x y z\n", r"empty cloud"),
+])
+def test_bad_text_files(tmp_path, content, message):
+    path = tmp_path / "bad.xyz"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as info:
+        read_point_cloud(path)
+    assert "bad.xyz" in str(info.value)
+
+
+def test_truncated_binary_files(tmp_path, o3d):
+    points = _cloud(100, normals=True)
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points[:, :3].astype(np.float64)))
+    for suffix in (".ply", ".pcd"):
+        path = tmp_path / f"t{suffix}"
+        o3d.io.write_point_cloud(str(path), cloud, write_ascii=False)
+        path.write_bytes(path.read_bytes()[:-10])
+        with pytest.raises(ValueError, match=rf"t\{suffix}: truncated binary"):
+            read_point_cloud(path)
+    stl = tmp_path / "t.stl"
+    stl.write_bytes(b"\0" * 80 + struct.pack("<I", 12) + b"\0" * 100)
+    with pytest.raises(ValueError, match=r"t\.stl: truncated binary STL, 12 triangles need 684 bytes"):
+        read_point_cloud(stl)
+
+
+def test_malformed_meshes(tmp_path):
+    off = tmp_path / "short.off"
+    off.write_text("OFF\n8 6 0\n0 0 0\n1 0 0\n")
+    with pytest.raises(ValueError, match=r"short\.off: truncated OFF"):
+        read_point_cloud(off)
+    obj = tmp_path / "range.obj"
+    obj.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n")
+    with pytest.raises(ValueError, match=r"range\.obj: face vertex index out of range"):
+        read_point_cloud(obj)
+    flat = tmp_path / "flat.obj"
+    flat.write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
+    with pytest.raises(ValueError, match=r"flat\.obj: the mesh has no surface area"):
+        read_point_cloud(flat)
+    not_ply = tmp_path / "x.ply"
+    not_ply.write_text("hello\n")
+    with pytest.raises(ValueError, match=r"x\.ply: not a PLY file"):
+        read_point_cloud(not_ply)
+
+
+def test_vertex_only_mesh_file_is_a_point_cloud(tmp_path):
+    path = tmp_path / "pts.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
+    np.testing.assert_array_equal(read_point_cloud(path), [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+
+
+def test_import_does_not_load_open3d():
+    code = "import sys, pointea.data.io; print('open3d' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.realdata
+def test_reads_real_modelnet_text_file():
+    folder = DATA_ROOT / "modelnet40_normal_resampled"
+    if not folder.is_dir():
+        pytest.skip(f"real data not found at {folder}")
+    path = next(folder.glob("*/*_*.txt"))
+    points = read_point_cloud(path)
+    assert points.shape == (10_000, 6)
+    np.testing.assert_allclose(np.linalg.norm(points[:, 3:], axis=1), 1.0, atol=1e-3)

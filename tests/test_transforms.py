@@ -1,0 +1,317 @@
+"""Property tests for pointea.data.transforms, one or more per transform."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pointea.data.transforms import (
+    Compose,
+    FarthestPointSubsample,
+    NormalizeUnitSphere,
+    RandomJitter,
+    RandomPointDropout,
+    RandomRotateSO3,
+    RandomRotateUp,
+    RandomScaleTranslate,
+    RandomSubsample,
+    ShufflePoints,
+    farthest_point_sample,
+)
+
+
+def _item(N: int = 256, normals: bool = True, seed: int = 0, batch: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch, N) if batch else (N,)
+    xyz = torch.randn(*shape, 3, generator=g) * torch.tensor([1.0, 2.0, 0.5]) + 3.0
+    channels = [xyz]
+    if normals:
+        n = torch.randn(*shape, 3, generator=g)
+        channels.append(n / n.norm(dim=-1, keepdim=True))
+    parts = torch.arange(N).expand(*shape).clone() % 5
+    return {"points": torch.cat(channels, dim=-1), "parts": parts, "label": torch.tensor(3)}
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+RANDOM_TRANSFORMS = [
+    lambda g: RandomScaleTranslate(generator=g),
+    lambda g: RandomJitter(generator=g),
+    lambda g: RandomRotateUp(generator=g),
+    lambda g: RandomRotateSO3(generator=g),
+    lambda g: RandomPointDropout(generator=g),
+    lambda g: RandomSubsample(100, generator=g),
+    lambda g: FarthestPointSubsample(100, random_start=True, generator=g),
+    lambda g: ShufflePoints(generator=g),
+]
+ALL_TRANSFORMS = RANDOM_TRANSFORMS + [lambda g: NormalizeUnitSphere(), lambda g: FarthestPointSubsample(100)]
+
+
+@pytest.mark.parametrize("make", ALL_TRANSFORMS)
+@pytest.mark.parametrize("batch", [0, 4])
+def test_input_never_mutated_and_other_keys_pass_through(make, batch):
+    item = _item(batch=batch)
+    saved = {key: value.clone() for key, value in item.items()}
+    out = make(_gen())(item)
+    assert out is not item
+    for key, value in saved.items():
+        assert torch.equal(item[key], value), f"{key} was modified"
+    assert out["label"] is item["label"]
+    assert out["points"].shape[-1] == 6 and out["points"].ndim == item["points"].ndim
+    assert out["parts"].shape == out["points"].shape[:-1]
+
+
+@pytest.mark.parametrize("make", RANDOM_TRANSFORMS)
+def test_same_generator_seed_same_output(make):
+    a = make(_gen(5))(_item())
+    b = make(_gen(5))(_item())
+    c = make(_gen(6))(_item())
+    assert torch.equal(a["points"], b["points"]) and torch.equal(a["parts"], b["parts"])
+    assert not torch.equal(a["points"], c["points"])
+
+
+def test_normalize_unit_sphere():
+    for batch in (0, 3):
+        out = NormalizeUnitSphere()(_item(batch=batch))
+        xyz = out["points"][..., :3]
+        torch.testing.assert_close(xyz.norm(dim=-1).amax(dim=-1), torch.ones(xyz.shape[:-2]))
+        torch.testing.assert_close(xyz.mean(dim=-2), torch.zeros(xyz.shape[:-2] + (3,)), atol=1e-5, rtol=0)
+        assert torch.equal(out["points"][..., 3:], _item(batch=batch)["points"][..., 3:])
+
+
+def _pairwise(xyz: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(xyz, xyz, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+@pytest.mark.parametrize("transform", [RandomRotateUp(generator=_gen(1)), RandomRotateSO3(generator=_gen(1))])
+def test_rotation_preserves_distances_and_rotates_normals(transform):
+    item = _item(N=64, batch=3)
+    out = transform(item)
+    xyz, normals = item["points"][..., :3], item["points"][..., 3:]
+    new_xyz, new_normals = out["points"][..., :3], out["points"][..., 3:]
+    torch.testing.assert_close(_pairwise(new_xyz), _pairwise(xyz), atol=1e-4, rtol=1e-4)
+    # Recover each cloud's rotation from the points (least squares) and check normals follow it.
+    rotation = torch.linalg.lstsq(xyz, new_xyz).solution  # (B, 3, 3): new = xyz @ R
+    torch.testing.assert_close(rotation.transpose(1, 2) @ rotation, torch.eye(3).expand(3, 3, 3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(rotation), torch.ones(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(new_normals, normals @ rotation, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(rotation[0], rotation[1]), "clouds in a batch should get their own rotation"
+
+
+@pytest.mark.parametrize("axis,index", [("x", 0), ("y", 1), ("z", 2)])
+def test_rotate_up_keeps_the_up_coordinate(axis, index):
+    item = _item(batch=2)
+    out = RandomRotateUp(axis=axis, generator=_gen())(item)
+    assert torch.equal(out["points"][..., index], item["points"][..., index])
+    torch.testing.assert_close(out["points"][..., 3:].norm(dim=-1), torch.ones(2, 256))
+
+
+def test_rotate_so3_is_uniform():
+    # Under a uniform rotation the image of a fixed unit vector is uniform on the sphere: mean 0,
+    # and E[x^2] = 1/3 per coordinate.
+    N = 4000
+    points = torch.zeros(N, 1, 3)
+    points[..., 0] = 1.0
+    out = RandomRotateSO3(generator=_gen())({"points": points})["points"][:, 0]  # (N, 3)
+    torch.testing.assert_close(out.mean(0), torch.zeros(3), atol=0.05, rtol=0)
+    torch.testing.assert_close((out**2).mean(0), torch.full((3,), 1 / 3), atol=0.03, rtol=0)
+
+
+def test_jitter_is_clipped_and_leaves_normals():
+    item = _item(batch=2)
+    out = RandomJitter(sigma=0.05, clip=0.02, generator=_gen())(item)
+    delta = out["points"][..., :3] - item["points"][..., :3]
+    assert delta.abs().max() <= 0.02 + 1e-6
+    assert (delta.abs() > 0.019).float().mean() > 0.3  # most draws hit the clip at sigma >> clip
+    assert torch.equal(out["points"][..., 3:], item["points"][..., 3:])
+    small = RandomJitter(sigma=0.01, clip=1.0, generator=_gen())(_item(N=4096))
+    std = (small["points"][:, :3] - _item(N=4096)["points"][:, :3]).std()
+    assert abs(std.item() - 0.01) < 0.001
+
+
+@pytest.mark.parametrize("anisotropic", [True, False])
+def test_scale_translate_range_and_normals(anisotropic):
+    B = 64
+    # A tilted plane s * u + t * v with normal u x v: after any scaling the normal must stay
+    # perpendicular to it.
+    u, v = torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0.0, 1.0, -0.3])
+    st = torch.randn(B, 32, 2)
+    xyz = st[..., :1] * u + st[..., 1:] * v  # (B, 32, 3), x = s and y = t
+    normals = torch.linalg.cross(u, v).expand(B, 32, 3)
+    normals = normals / normals.norm(dim=-1, keepdim=True)
+    transform = RandomScaleTranslate(scale=(0.5, 2.0), shift=0.0, anisotropic=anisotropic, generator=_gen())
+    out = transform({"points": torch.cat([xyz, normals], dim=-1)})["points"]
+    ratio = out[..., :2] / xyz[..., :2]  # per-axis scale factors, (B, 32, 2)
+    factor = ratio[:, 0]  # (B, 2): the same within a cloud
+    torch.testing.assert_close(ratio, factor[:, None].expand_as(ratio))
+    assert factor.min() >= 0.5 - 1e-6 and factor.max() <= 2.0 + 1e-6
+    assert factor.min() < 0.7 and factor.max() > 1.7  # the range is used
+    assert anisotropic == (not torch.allclose(factor[:, 0], factor[:, 1]))
+    # Tangent vectors of the transformed plane (differences of points) stay orthogonal to normals.
+    tangents = out[:, 1:, :3] - out[:, :1, :3]
+    assert ((tangents * out[:, 1:, 3:]).sum(-1) / tangents.norm(dim=-1)).abs().max() < 1e-4
+    torch.testing.assert_close(out[..., 3:].norm(dim=-1), torch.ones(B, 32))
+
+    shifted = RandomScaleTranslate(scale=(1.0, 1.0), shift=0.2, generator=_gen())({"points": xyz})["points"]
+    offset = (shifted - xyz)[:, 0]  # (B, 3)
+    torch.testing.assert_close(shifted - xyz, offset[:, None].expand_as(xyz))
+    assert offset.abs().max() <= 0.2 and offset.abs().max() > 0.15
+
+
+def test_point_dropout_keeps_n_and_replaces_by_first_point():
+    item = _item(N=512, batch=8)
+    out = RandomPointDropout(max_ratio=0.875, generator=_gen())(item)
+    assert out["points"].shape == item["points"].shape
+    same = (out["points"] == item["points"]).all(-1)  # (B, N) kept in place
+    first = (out["points"] == item["points"][:, :1]).all(-1)
+    assert (same | first).all()
+    assert torch.equal(out["parts"][~same], item["parts"][:, :1].expand_as(item["parts"])[~same])
+    dropped = (~same).float().mean(dim=1)
+    assert dropped.max() <= 0.875 + 0.05 and dropped.std() > 0.05  # a random ratio per cloud
+    none = RandomPointDropout(max_ratio=0.0, generator=_gen())(item)
+    assert torch.equal(none["points"], item["points"])
+
+
+def _check_selection(item: dict, out: dict, k: int, distinct: bool = True) -> torch.Tensor:
+    """Map each output point back to its input index; parts must follow."""
+    B, N, _ = item["points"].shape
+    match = (out["points"][:, :, None] == item["points"][:, None]).all(-1)  # (B, k, N)
+    assert (match.sum(-1) == 1).all(), "output points must be input points"
+    index = match.float().argmax(-1)  # (B, k)
+    assert out["points"].shape == (B, k, item["points"].shape[-1])
+    assert torch.equal(out["parts"], torch.gather(item["parts"], 1, index))
+    if distinct:
+        assert all(len(set(row.tolist())) == k for row in index)
+    return index
+
+
+def test_random_subsample_distinct_points_and_parts():
+    item = _item(N=300, batch=3)
+    out = RandomSubsample(100, generator=_gen())(item)
+    index = _check_selection(item, out, 100)
+    assert not torch.equal(index[0], index[1])
+    short = RandomSubsample(500, generator=_gen())(item)
+    index = _check_selection(item, short, 500, distinct=False)
+    assert all(len(set(row.tolist())) == 300 for row in index), "short clouds keep every point"
+
+
+def _reference_fps(xyz: torch.Tensor, k: int, start: int = 0) -> list:
+    picked = [start]
+    for _ in range(k - 1):
+        best, best_distance = None, -1.0
+        for i in range(len(xyz)):
+            distance = min(float(((xyz[i] - xyz[j]) ** 2).sum()) for j in picked)
+            if distance > best_distance:
+                best, best_distance = i, distance
+        picked.append(best)
+    return picked
+
+
+def test_farthest_point_sample_matches_reference_loop():
+    xyz = torch.rand(2, 60, 3, generator=_gen(3), dtype=torch.float64)
+    index = farthest_point_sample(xyz, 12)
+    for b in range(2):
+        assert index[b].tolist() == _reference_fps(xyz[b], 12)
+    start = torch.tensor([5, 17])
+    index = farthest_point_sample(xyz, 12, start=start)
+    assert index[1].tolist() == _reference_fps(xyz[1], 12, start=17)
+
+
+def test_farthest_point_subsample_coverage_and_parts():
+    item = _item(N=2000, normals=False, batch=2)
+    out = FarthestPointSubsample(64)(item)
+    index = _check_selection(item, out, 64)
+    assert (index[:, 0] == 0).all()  # deterministic start
+    assert torch.equal(FarthestPointSubsample(64)(item)["points"], out["points"])
+
+    # Coverage: the largest distance from any point to the picked set is far below that of random picks.
+    def coverage(selected: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(item["points"], selected).amin(-1).amax(-1)
+
+    random_out = RandomSubsample(64, generator=_gen())(item)
+    assert (coverage(out["points"]) < 0.7 * coverage(random_out["points"])).all()
+
+
+def test_shuffle_is_a_permutation():
+    item = _item(N=200, batch=2)
+    out = ShufflePoints(generator=_gen())(item)
+    index = _check_selection(item, out, 200)
+    assert not torch.equal(index[0], torch.arange(200))
+
+
+def test_compose_and_repr():
+    transform = Compose([NormalizeUnitSphere(), RandomScaleTranslate(), RandomJitter(sigma=0.02, clip=0.04),
+                         RandomRotateUp(axis="z"), FarthestPointSubsample(128)])
+    text = repr(transform)
+    for fragment in ("NormalizeUnitSphere()", "RandomScaleTranslate(scale=(0.6667, 1.5), shift=0.2, anisotropic=True)",
+                     "RandomJitter(sigma=0.02, clip=0.04)", "RandomRotateUp(axis='z')",
+                     "FarthestPointSubsample(num_points=128, random_start=False)"):
+        assert fragment in text
+    out = transform(_item())
+    assert out["points"].shape == (128, 6)
+    assert repr(RandomPointDropout(0.5)) == "RandomPointDropout(max_ratio=0.5)"
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="axis must be one of x, y, z, got 'w'"):
+        RandomRotateUp(axis="w")
+    with pytest.raises(ValueError, match="scale"):
+        RandomScaleTranslate(scale=(2.0, 1.0))
+    with pytest.raises(ValueError, match="max_ratio"):
+        RandomPointDropout(1.0)
+    expected = r"'points' must have shape \(N, C\) or \(B, N, C\) with C >= 3, got \(10, 2\)"
+    with pytest.raises(ValueError, match=expected):
+        NormalizeUnitSphere()({"points": torch.zeros(10, 2)})
+    with pytest.raises(ValueError, match="'parts' has shape"):
+        ShufflePoints()({"points": torch.zeros(10, 3), "parts": torch.zeros(9, dtype=torch.long)})
+
+
+class _Clouds(Dataset):
+    def __init__(self, transform):
+        self.items = [_item(N=64, seed=i) for i in range(8)]
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.transform(self.items[index])
+
+
+def test_dataloader_workers_are_reproducible():
+    transform = Compose([RandomRotateSO3(), RandomScaleTranslate(), RandomJitter(), RandomPointDropout(),
+                         RandomSubsample(32)])
+    loader = DataLoader(_Clouds(transform), batch_size=4, num_workers=2)
+
+    def run():
+        torch.manual_seed(1234)
+        return [batch["points"] for batch in loader]
+
+    first, second = run(), run()
+    assert len(first) == 2
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    assert not torch.equal(first[0][0], first[0][1])
+    torch.manual_seed(99)
+    assert not torch.equal(next(iter(loader))["points"], first[0])
+
+
+def test_float64_and_device_are_kept():
+    item = {"points": _item()["points"].double()}
+    for make in ALL_TRANSFORMS:
+        out = make(_gen())(item)
+        assert out["points"].dtype == torch.float64 and out["points"].device == item["points"].device
+
+
+def test_angle_is_uniform():
+    points = torch.zeros(3000, 1, 3)
+    points[..., 0] = 1.0
+    out = RandomRotateUp(generator=_gen())({"points": points})["points"][:, 0]
+    angle = torch.atan2(out[:, 2], out[:, 0])
+    histogram = torch.histc(angle, bins=8, min=-math.pi, max=math.pi)
+    assert (histogram > 3000 / 8 * 0.8).all()
