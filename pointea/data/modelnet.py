@@ -1,0 +1,558 @@
+"""ModelNet40 / ModelNet10 shape classification datasets in their three common on-disk layouts.
+
+Layouts, detected under ``root`` (``root`` may be the layout folder itself or hold it):
+
+* ``"hdf5"``: ``modelnet40_ply_hdf5_2048/`` with ``ply_data_{train,test}*.h5`` (datasets
+  ``data`` (n, 2048, 3), ``label`` (n, 1), optional ``normal``), ``shape_names.txt`` and
+  ``{train,test}_files.txt`` (paths resolved by base name; without them the ``.h5`` files are
+  globbed). Already packed arrays, read directly without a cache.
+* ``"folder"``: the original archive layout ``ModelNet40/<class>/{train,test}/<class>_<NNNN>.<ext>``
+  holding meshes (``.off``, ``.obj``, ``.stl``: ``num_points`` points are sampled uniformly over the
+  surface with a seed derived from the file name) or point files (``.npy``, ``.ply``, ``.pcd``,
+  ``.txt`` ...: the first ``num_points`` rows are used). Labels are the official class indices
+  (alphabetical: airplane = 0 ... xbox = 39).
+* ``"text"``: ``modelnet40_normal_resampled/`` with ``<class>/<class>_<NNNN>.txt`` (rows
+  ``x,y,z,nx,ny,nz``), ``modelnet40_shape_names.txt`` and ``modelnet40_{train,test}.txt``
+  (ModelNet10: ``modelnet10_*.txt`` in the same folder). The **first** ``num_points`` rows of each
+  file are used, the convention of the reference PointNet++ / PCT loaders.
+
+The folder and text layouts are parsed once per (split, num_points, use_normals) into a cache
+file under ``cache_dir`` (default :func:`pointea.data.cache.default_cache_dir`), never beside
+the data; the cache is rebuilt when a source file or an option changes. Shapes are returned as
+stored (mesh samples are not rescaled): add ``NormalizeUnitSphere`` to the transform if needed.
+
+Splits: ``trainval`` is the official training list, ``test`` the official test list, ``val`` a
+deterministic class-stratified holdout of ``trainval`` (see :func:`stratified_holdout`) and
+``train`` the rest of ``trainval``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import warnings
+import zlib
+from pathlib import Path
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pointea.data.cache import cache_file, load_or_build
+from pointea.data.io import MESH_SUFFIXES, SUPPORTED_SUFFIXES, read_point_cloud, validate_points
+
+PathLike = Union[str, os.PathLike]
+Item = Dict[str, torch.Tensor]
+Transform = Callable[[Item], Item]
+
+MODELNET40_CLASSES = (
+    "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone",
+    "cup", "curtain", "desk", "door", "dresser", "flower_pot", "glass_box", "guitar", "keyboard",
+    "lamp", "laptop", "mantel", "monitor", "night_stand", "person", "piano", "plant", "radio",
+    "range_hood", "sink", "sofa", "stairs", "stool", "table", "tent", "toilet", "tv_stand", "vase",
+    "wardrobe", "xbox",
+)
+MODELNET10_CLASSES = (
+    "bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet",
+)
+SPLITS = ("train", "val", "trainval", "test")
+LAYOUTS = ("hdf5", "folder", "text")  # auto-detection prefers them in this order
+
+logger = logging.getLogger(__name__)
+
+
+class SplitArrays(NamedTuple):
+    """One official split of a layout, in memory."""
+
+    classes: List[str]
+    points: np.ndarray  # (M, num_points, C) float32
+    labels: np.ndarray  # (M,) int64
+    files: List[str]  # source id of each shape
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Deterministic class-stratified validation mask over a training list.
+
+    Each class with ``n >= 2`` shapes gives ``round(fraction * n)`` shapes to validation, at least
+    one and at most ``n - 1`` (every class keeps a training shape); a class with a single shape
+    stays in training. The choice within a class depends only on ``seed``, the class and the
+    order of that class's shapes, so it is reproducible across machines.
+
+    Args:
+        labels: ``(M,)`` class index of every shape of the official training list.
+        fraction: share of each class held out, in ``[0, 1)``; 0 gives an empty validation set.
+        seed: selection seed.
+
+    Returns:
+        bool ``(M,)``, True for validation shapes.
+    """
+    labels = np.asarray(labels)
+    mask = np.zeros(len(labels), dtype=bool)
+    if fraction <= 0:
+        return mask
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n = len(members)
+        if n < 2:
+            continue
+        count = min(max(math.floor(fraction * n + 0.5), 1), n - 1)
+        rng = np.random.default_rng([seed, int(label)])
+        mask[rng.permutation(members)[:count]] = True
+    return mask
+
+
+def read_name_list(path: Path, what: str) -> List[str]:
+    """Non-empty stripped lines of a list file; FileNotFoundError naming ``what`` when missing."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_hdf5_arrays(path: Path, required: Sequence[str], optional: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+    """Read whole datasets from an HDF5 file, with errors that name the file and the problem.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a readable HDF5 file (truncated, corrupt) or a required dataset missing.
+    """
+    import h5py
+
+    if not path.is_file():
+        raise FileNotFoundError(f"HDF5 file not found: {path}")
+    try:
+        with h5py.File(path, "r") as handle:
+            found = sorted(handle.keys())
+            datasets = [name for name in found if isinstance(handle[name], h5py.Dataset)]
+            missing = [name for name in required if name not in datasets]
+            if missing:
+                raise ValueError(
+                    f"{path}: missing HDF5 dataset {', '.join(repr(m) for m in missing)}; "
+                    f"found {', '.join(found) or 'none'}; expected {', '.join(required)}"
+                )
+            return {name: handle[name][()] for name in (*required, *optional) if name in datasets}
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read HDF5 file, truncated or not HDF5 ({error})") from None
+
+
+def check_shape_points(points: np.ndarray, source: str) -> np.ndarray:
+    """Validate a stack of clouds ``(M, N, C)``; the error names the first bad shape."""
+    if points.ndim != 3 or points.shape[2] < 3:
+        raise ValueError(f"{source}: expected point data of shape (shapes, points, 3+), got {points.shape}")
+    finite = np.isfinite(points).all(axis=(1, 2))
+    if not finite.all():
+        first = int(np.flatnonzero(~finite)[0])
+        validate_points(points[first], f"{source} [shape {first}]")
+    return np.ascontiguousarray(points, dtype=np.float32)
+
+
+def check_labels(labels: np.ndarray, num_classes: int, source: str, what: str = "label") -> np.ndarray:
+    """Labels as int64 ``(M,)``; ValueError naming the file, the shape and the valid range."""
+    labels = np.asarray(labels).reshape(-1)
+    integral = labels.dtype.kind in "iu" or (
+        labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all()
+    )
+    if not integral:
+        raise ValueError(f"{source}: {what}s must be integers, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        raise ValueError(
+            f"{source}: {what} {int(labels[bad[0]])} at index {int(bad[0])} is outside the "
+            f"{num_classes} classes (valid 0..{num_classes - 1}); {len(bad)} bad {what}s in all"
+        )
+    return labels
+
+
+def _natural_key(path: Path) -> Tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name))
+
+
+# --------------------------------------------------------------------------- dataset
+
+class _ModelNet(Dataset):
+    """Shared implementation of :class:`ModelNet40` and :class:`ModelNet10`."""
+
+    variant = 40
+    official_classes: Tuple[str, ...] = MODELNET40_CLASSES
+
+    def __init__(
+        self,
+        root: PathLike,
+        split: str = "train",
+        num_points: int = 1024,
+        use_normals: bool = False,
+        transform: Optional[Transform] = None,
+        download: bool = False,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        cache_dir: Optional[PathLike] = None,
+        layout: Optional[str] = None,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        if layout is not None and layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)} or None (auto); got {layout!r}")
+        if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)) or num_points <= 0:
+            raise ValueError(f"num_points must be a positive int; got {num_points!r}")
+        num_points = int(num_points)
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.num_points = num_points
+        self.use_normals = use_normals
+        self.transform = transform
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.cache_dir = cache_dir
+        self.in_channels = 6 if use_normals else 3
+
+        found = self._detect_layouts()
+        if not found and download:
+            from pointea.data.download import download_dataset
+
+            download_dataset(self.name.lower(), self.root)
+            found = self._detect_layouts()
+        if layout is not None:
+            found = {layout: found[layout]} if layout in found else {}
+        if not found:
+            raise FileNotFoundError(self._not_found_message(layout))
+        self.layout = next(name for name in LAYOUTS if name in found)
+        self.layout_dir = found[self.layout]
+        if len(found) > 1:
+            logger.info("%s: several layouts under %s (%s); using %s (pass layout= to choose)",
+                        self.name, self.root, ", ".join(found), self.layout)
+
+        official_split = "test" if split == "test" else "train"
+        loader = {"hdf5": self._load_hdf5, "folder": self._load_folder, "text": self._load_text}
+        arrays = loader[self.layout](self.layout_dir, official_split)
+        points, labels, files = arrays.points, arrays.labels, arrays.files
+        if split in ("train", "val"):
+            in_val = stratified_holdout(labels, val_fraction, split_seed)
+            keep = in_val if split == "val" else ~in_val
+            if not keep.any():
+                raise ValueError(
+                    f"{self.name} split {split!r} is empty (val_fraction={val_fraction}, "
+                    f"{len(labels)} training shapes)"
+                )
+            points, labels = points[keep], labels[keep]
+            files = [name for name, k in zip(files, keep) if k]
+        self.classes: List[str] = list(arrays.classes)
+        self.num_classes = len(self.classes)
+        self.points = torch.from_numpy(np.ascontiguousarray(points))  # (M, num_points, C)
+        self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))  # (M,)
+        self.files: List[str] = files
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> Item:
+        item = {"points": self.points[index], "label": self.labels[index]}
+        return self.transform(item) if self.transform is not None else item
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.name}(split={self.split!r}, layout={self.layout!r}, shapes={len(self)}, "
+            f"num_points={self.num_points}, use_normals={self.use_normals}, root={str(self.root)!r}, "
+            f"transform={self.transform!r})"
+        )
+
+    # ----------------------------------------------------------------------- layout detection
+
+    def _layout_folder_names(self) -> Dict[str, Tuple[str, ...]]:
+        v = self.variant
+        return {
+            "hdf5": (f"modelnet{v}_ply_hdf5_2048",),
+            "folder": (f"ModelNet{v}",),
+            "text": ("modelnet40_normal_resampled", f"modelnet{v}_normal_resampled"),
+        }
+
+    def _is_layout(self, layout: str, folder: Path) -> bool:
+        if not folder.is_dir():
+            return False
+        if layout == "hdf5":
+            return (folder / "shape_names.txt").is_file() and any(folder.glob("ply_data_*.h5"))
+        if layout == "text":
+            return (folder / f"modelnet{self.variant}_shape_names.txt").is_file()
+        if folder.name == f"ModelNet{self.variant}":
+            return True
+        return any(
+            (child / "train").is_dir() or (child / "test").is_dir()
+            for child in folder.iterdir() if child.is_dir() and child.name in self.official_classes
+        )
+
+    def _detect_layouts(self) -> Dict[str, Path]:
+        found: Dict[str, Path] = {}
+        if not self.root.is_dir():
+            return found
+        for layout, names in self._layout_folder_names().items():
+            for folder in (self.root, *(self.root / name for name in names)):
+                if self._is_layout(layout, folder):
+                    found[layout] = folder
+                    break
+        return found
+
+    def _not_found_message(self, layout: Optional[str]) -> str:
+        names = self._layout_folder_names()
+        v = self.variant
+        expected = {
+            "hdf5": f"{names['hdf5'][0]}/ply_data_train0.h5 + shape_names.txt",
+            "folder": f"{names['folder'][0]}/<class>/{{train,test}}/<class>_<NNNN>.<off|npy|ply|...>",
+            "text": f"modelnet40_normal_resampled/modelnet{v}_shape_names.txt + <class>/<class>_<NNNN>.txt",
+        }
+        wanted = [layout] if layout else list(LAYOUTS)
+        state = "does not exist" if not self.root.exists() else "holds none of the expected layouts"
+        return (
+            f"{self.name} not found: {self.root} {state}. Expected under it (or as it): "
+            + "; ".join(expected[w] for w in wanted)
+            + f". Fetch it with `pointea download {self.name.lower()} --root {self.root}` "
+            "or pass download=True."
+        )
+
+    def _missing_split(self, split: str, folder: Path, expected: str) -> FileNotFoundError:
+        return FileNotFoundError(
+            f"{self.name} {split} split missing in the {self.layout} layout at {folder}: "
+            f"expected {expected}"
+        )
+
+    def _normals_error(self, source: str, problem: str) -> ValueError:
+        return ValueError(
+            f"{source}: use_normals=True but {problem}; the {self.layout} layout here has no "
+            "normals (modelnet40_normal_resampled has them), or pass use_normals=False"
+        )
+
+    def _cache_label(self, split: str) -> str:
+        return f"{self.layout}-{split}-{self.num_points}pts-{'xyzn' if self.use_normals else 'xyz'}"
+
+    def _cache_options(self, split: str) -> Dict[str, object]:
+        return {"dataset": self.name, "layout": self.layout, "split": split,
+                "num_points": self.num_points, "use_normals": self.use_normals}
+
+    def _first_rows(self, points: np.ndarray, source: str) -> np.ndarray:
+        """The first ``num_points`` rows and the xyz (+ normal) channels of one cloud."""
+        if len(points) < self.num_points:
+            raise ValueError(
+                f"{source}: has {len(points)} points, fewer than num_points={self.num_points}"
+            )
+        if self.use_normals and points.shape[1] < 6:
+            raise self._normals_error(source, f"it has {points.shape[1]} columns (x y z)")
+        return points[: self.num_points, : self.in_channels]
+
+    # ----------------------------------------------------------------------- hdf5 layout
+
+    def _load_hdf5(self, folder: Path, split: str) -> SplitArrays:
+        names_file = folder / "shape_names.txt"
+        classes = read_name_list(names_file, f"{self.name} class names file")
+        self._check_class_count(classes, names_file)
+        list_file = folder / f"{split}_files.txt"
+        if list_file.is_file():
+            files = [folder / Path(line).name for line in read_name_list(list_file, "HDF5 file list")]
+            for path in files:
+                if not path.is_file():
+                    raise FileNotFoundError(f"HDF5 file {path} listed in {list_file} not found")
+        else:
+            files = sorted(folder.glob(f"ply_data_{split}*.h5"), key=_natural_key)
+        if not files:
+            raise self._missing_split(split, folder, f"{list_file.name} or ply_data_{split}*.h5")
+        points, labels, ids = [], [], []
+        for path in files:
+            arrays = read_hdf5_arrays(path, ("data", "label"), ("normal",))
+            data = check_shape_points(arrays["data"], str(path))
+            label = check_labels(arrays["label"], len(classes), str(path))
+            if len(label) != len(data):
+                raise ValueError(f"{path}: {len(label)} labels for {len(data)} shapes")
+            if data.shape[1] < self.num_points:
+                raise ValueError(
+                    f"{path}: holds {data.shape[1]} points per shape, fewer than num_points={self.num_points}"
+                )
+            data = data[:, : self.num_points, :3]
+            if self.use_normals:
+                if "normal" not in arrays:
+                    raise self._normals_error(str(path), "it has no 'normal' dataset")
+                normal = check_shape_points(arrays["normal"], f"{path} 'normal'")
+                if normal.shape[:2] != arrays["data"].shape[:2]:
+                    raise ValueError(f"{path}: 'normal' shape {normal.shape} does not match 'data'")
+                data = np.concatenate([data, normal[:, : self.num_points, :3]], axis=2)
+            points.append(data)
+            labels.append(label)
+            ids += [f"{path.name}:{i}" for i in range(len(data))]
+        return SplitArrays(classes, np.concatenate(points), np.concatenate(labels), ids)
+
+    def _check_class_count(self, classes: List[str], names_file: Path) -> None:
+        if len(classes) != self.variant:
+            raise ValueError(
+                f"{names_file}: lists {len(classes)} classes, {self.name} has {self.variant}"
+            )
+
+    # ----------------------------------------------------------------------- folder layout
+
+    def _folder_files(self, folder: Path, split: str) -> List[Tuple[int, str]]:
+        """``(label, path relative to folder)`` of every shape file of ``split`` (strings: fast)."""
+        class_index = {name: i for i, name in enumerate(self.official_classes)}
+        entries = []
+        for child in sorted(os.scandir(folder), key=lambda e: e.name):
+            split_dir = os.path.join(child.path, split)
+            if child.name.startswith(".") or not child.is_dir() or not os.path.isdir(split_dir):
+                continue
+            if child.name not in class_index:
+                raise ValueError(
+                    f"{child.path}: folder {child.name!r} is not a {self.name} class; "
+                    f"valid: {', '.join(self.official_classes)}"
+                )
+            names = sorted(
+                e.name for e in os.scandir(split_dir)
+                if not e.name.startswith(".") and e.is_file()
+                and os.path.splitext(e.name)[1].lower() in SUPPORTED_SUFFIXES
+            )
+            label = class_index[child.name]
+            entries += [(label, f"{child.name}/{split}/{name}") for name in names]
+        return entries
+
+    def _load_folder(self, folder: Path, split: str) -> SplitArrays:
+        entries = self._folder_files(folder, split)
+        if not entries:
+            raise self._missing_split(
+                split, folder, f"files <class>/{split}/<class>_<NNNN>.<ext>, ext one of "
+                + ", ".join(SUPPORTED_SUFFIXES)
+            )
+        path = cache_file(self.name.lower(), self._cache_label(split), folder,
+                          [name for _, name in entries], self._cache_options(split), self.cache_dir)
+        arrays = load_or_build(path, lambda: self._build_folder(folder, entries))
+        return SplitArrays(list(self.official_classes), arrays["points"], arrays["labels"],
+                           arrays["files"].tolist())
+
+    def _build_folder(self, folder: Path, entries: List[Tuple[int, str]]) -> Dict[str, np.ndarray]:
+        logger.info("%s: reading %d shapes from %s (cached afterwards)", self.name, len(entries), folder)
+        points = np.empty((len(entries), self.num_points, self.in_channels), dtype=np.float32)
+        for i, (_, name) in enumerate(entries):
+            path = folder / name
+            points[i] = self._first_rows(read_shape_file(path, self.num_points, name), str(path))
+        labels = np.array([label for label, _ in entries], dtype=np.int64)
+        return {"points": points, "labels": labels, "files": np.array([name for _, name in entries])}
+
+    # ----------------------------------------------------------------------- text layout
+
+    def _load_text(self, folder: Path, split: str) -> SplitArrays:
+        prefix = f"modelnet{self.variant}"
+        names_file = folder / f"{prefix}_shape_names.txt"
+        classes = read_name_list(names_file, f"{self.name} class names file")
+        self._check_class_count(classes, names_file)
+        list_file = folder / f"{prefix}_{split}.txt"
+        if not list_file.is_file():
+            raise self._missing_split(split, folder, f"the list file {list_file.name}")
+        class_index = {name: i for i, name in enumerate(classes)}
+        entries = []
+        for number, shape in enumerate(read_name_list(list_file, "split list"), start=1):
+            name = shape.rsplit("_", 1)[0]
+            if name not in class_index:
+                raise ValueError(
+                    f"{list_file}: shape {shape!r} (entry {number}) has class {name!r}, "
+                    f"which is not in {names_file.name}"
+                )
+            entries.append((class_index[name], f"{name}/{shape}.txt"))
+        if not entries:
+            raise ValueError(f"{list_file}: lists no shapes")
+        for _, name in entries:
+            if not os.path.isfile(folder / name):
+                raise FileNotFoundError(f"Shape file {folder / name} listed in {list_file} not found")
+        path = cache_file(self.name.lower(), self._cache_label(split), folder,
+                          [names_file.name, list_file.name, *(name for _, name in entries)],
+                          self._cache_options(split), self.cache_dir)
+        arrays = load_or_build(path, lambda: self._build_text(folder, entries))
+        return SplitArrays(classes, arrays["points"], arrays["labels"], arrays["files"].tolist())
+
+    def _build_text(self, folder: Path, entries: List[Tuple[int, str]]) -> Dict[str, np.ndarray]:
+        logger.info("%s: parsing %d text files from %s (cached afterwards)", self.name, len(entries), folder)
+        points = np.empty((len(entries), self.num_points, self.in_channels), dtype=np.float32)
+        for i, (_, name) in enumerate(entries):
+            path = folder / name
+            points[i] = self._first_rows(read_text_rows(path, self.num_points, 6), str(path))
+        labels = np.array([label for label, _ in entries], dtype=np.int64)
+        return {"points": points, "labels": labels, "files": np.array([name for _, name in entries])}
+
+
+def read_shape_file(path: Path, num_points: int, relative: str) -> np.ndarray:
+    """One shape of the folder layout: a point file, or ``num_points`` surface samples of a mesh.
+
+    The mesh sampling seed is derived from the relative file name, so it is reproducible.
+    """
+    if path.suffix.lower() in MESH_SUFFIXES:
+        return read_point_cloud(path, num_mesh_points=num_points, seed=zlib.crc32(relative.encode()))
+    return read_point_cloud(path)
+
+
+def load_text_table(path: Path, **loadtxt_kwargs) -> np.ndarray:
+    """``np.loadtxt`` as a 2-D table, with errors naming ``path`` (malformed rows, empty file)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": raised below
+            table = np.loadtxt(path, ndmin=2, **loadtxt_kwargs)
+    except ValueError as error:
+        raise ValueError(f"{path}: malformed rows ({error})") from None
+    if table.size == 0:
+        raise ValueError(f"{path}: empty cloud (no data rows)")
+    return table
+
+
+def read_text_rows(path: Path, num_rows: int, num_columns: int) -> np.ndarray:
+    """The first ``num_rows`` rows of a comma-separated text cloud with exactly ``num_columns`` columns."""
+    table = load_text_table(path, delimiter=",", max_rows=num_rows, dtype=np.float32)
+    if table.shape[1] != num_columns:
+        raise ValueError(
+            f"{path}: rows have {table.shape[1]} columns, expected {num_columns} (x,y,z,nx,ny,nz)"
+        )
+    return validate_points(table, str(path))
+
+
+class ModelNet40(_ModelNet):
+    """ModelNet40 (12,311 CAD shapes, 40 classes) for point cloud classification.
+
+    Args:
+        root: the layout folder, or a folder holding ``modelnet40_ply_hdf5_2048/``, ``ModelNet40/``
+            or ``modelnet40_normal_resampled/``.
+        split: ``"train"``, ``"val"`` (stratified holdout of the official train list),
+            ``"trainval"`` (the official train list) or ``"test"``.
+        num_points: points per shape (the first ``num_points`` stored points; mesh samples).
+        use_normals: return ``x y z nx ny nz`` (C = 6) instead of ``x y z`` (C = 3).
+        transform: callable on the item dict.
+        download: fetch the data into ``root`` with :func:`pointea.data.download.download_dataset`
+            when no layout is found.
+        val_fraction: share of each class held out for ``"val"``.
+        split_seed: seed of the validation holdout.
+        cache_dir: folder for processed caches (default: ``$POINTEA_CACHE`` or ``~/.cache/pointea``).
+        layout: ``"hdf5"``, ``"folder"`` or ``"text"``; None picks the first found in that order.
+
+    Attributes:
+        classes, num_classes, in_channels, layout, points ``(M, num_points, C)`` float32,
+        labels ``(M,)`` int64, files (source id of each shape).
+
+    Items:
+        ``{"points": (num_points, C) float32, "label": int64 scalar}`` after ``transform``.
+
+    Raises:
+        FileNotFoundError: no layout under ``root`` or the requested split is missing.
+        ValueError: a bad option or a malformed source file (the message names the file).
+    """
+
+    variant = 40
+    official_classes = MODELNET40_CLASSES
+
+
+class ModelNet10(_ModelNet):
+    """ModelNet10 (4,899 shapes, 10 classes); arguments as :class:`ModelNet40`.
+
+    Layouts: ``ModelNet10/<class>/{train,test}/...``, the ModelNet10 lists of
+    ``modelnet40_normal_resampled/`` (``modelnet10_*.txt``) or ``modelnet10_ply_hdf5_2048/``.
+    """
+
+    variant = 10
+    official_classes = MODELNET10_CLASSES
