@@ -1,0 +1,152 @@
+"""Tests of pointea.nn.attention: reference formulas, padding, permutation, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pointea.nn.attention import (
+    ATTENTION_TYPES,
+    AttentionBlock,
+    ExternalAttention,
+    OffsetAttention,
+    SimplifiedSelfAttention,
+    build_attention,
+)
+
+B, N, DIM, S = 2, 23, 32, 16
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def reference_external_attention(x: torch.Tensor, mk: torch.Tensor, mv: torch.Tensor) -> tuple:
+    """The paper's formulas, written out: returns (weights (..., N, S), output (..., N, d))."""
+    logits = x @ mk.t()  # (..., N, S)
+    weights = torch.exp(logits - logits.max(dim=-2, keepdim=True).values)
+    weights = weights / weights.sum(dim=-2, keepdim=True)  # softmax over the points N
+    weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-9)  # l1 over the slots S
+    return weights, weights @ mv.t()
+
+
+def capture_memory_input(layer: ExternalAttention) -> list:
+    """Record what the second memory receives: the normalized attention weights."""
+    seen = []
+    layer.mv.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    return seen
+
+
+def test_external_attention_single_head_matches_paper_formulas():
+    layer = ExternalAttention(DIM, memory_size=S)
+    x = torch.randn(B, N, DIM)
+    seen = capture_memory_input(layer)
+    out = layer(x)
+    weights, expected = reference_external_attention(x, layer.mk.weight, layer.mv.weight)
+    assert out.shape == (B, N, DIM)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert seen[0].shape == (B, 1, N, S)  # (B, heads, N, S)
+    torch.testing.assert_close(seen[0][:, 0], weights, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(seen[0].sum(dim=-1), torch.ones(B, 1, N), atol=1e-5, rtol=0)
+
+
+def test_external_attention_multi_head_matches_paper_formulas():
+    heads = 4
+    layer = ExternalAttention(DIM, memory_size=S, num_heads=heads)
+    x = torch.randn(B, N, DIM)
+    seen = capture_memory_input(layer)
+    out = layer(x)
+    projected = layer.proj_in(x)
+    head_outputs = []
+    for h in range(heads):  # every head uses the same two memories
+        part = projected[..., h * DIM // heads:(h + 1) * DIM // heads]
+        head_outputs.append(reference_external_attention(part, layer.mk.weight, layer.mv.weight)[1])
+    expected = layer.proj_out(torch.cat(head_outputs, dim=-1))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert layer.mk.weight.shape == (S, DIM // heads) and layer.mv.weight.shape == (DIM // heads, S)
+    assert seen[0].shape == (B, heads, N, S)
+    torch.testing.assert_close(seen[0].sum(dim=-1), torch.ones(B, heads, N), atol=1e-5, rtol=0)
+
+
+def test_external_attention_softmax_norm_is_a_softmax_over_slots():
+    layer = ExternalAttention(DIM, memory_size=S, norm="softmax")
+    x = torch.randn(B, N, DIM)
+    expected = torch.softmax(x @ layer.mk.weight.t(), dim=-1) @ layer.mv.weight.t()
+    torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_external_attention_memories_are_bias_free_and_mv_starts_as_mk_transpose():
+    layer = ExternalAttention(DIM, memory_size=S)
+    assert layer.mk.bias is None and layer.mv.bias is None
+    torch.testing.assert_close(layer.mv.weight, layer.mk.weight.t())
+
+
+def test_external_attention_gradients_reach_both_memories():
+    layer = ExternalAttention(DIM, memory_size=S)
+    layer(torch.randn(B, N, DIM)).square().sum().backward()
+    for weight in (layer.mk.weight, layer.mv.weight):
+        assert weight.grad is not None and weight.grad.abs().sum() > 0
+
+
+def test_simplified_self_attention_formula():
+    x = torch.randn(B, N, DIM)
+    expected = torch.softmax(x @ x.transpose(1, 2), dim=-1) @ x
+    torch.testing.assert_close(SimplifiedSelfAttention(DIM)(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_offset_attention_formula():
+    layer = OffsetAttention(DIM)
+    x = torch.randn(B, N, DIM)
+    q = layer.qk(x)
+    attn = torch.softmax(q @ q.transpose(1, 2), dim=-1)  # (B, i, j), softmax over j
+    attn = attn / (attn.sum(dim=1, keepdim=True) + 1e-9)  # l1 over i
+    expected = x - attn.transpose(1, 2) @ layer.v(x)
+    torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ATTENTION_TYPES)
+def test_block_padding_does_not_change_real_points(name):
+    block = AttentionBlock(DIM, name, memory_size=S, num_heads=4, ffn_ratio=2.0)
+    real = torch.randn(1, 13, DIM)
+    alone = block(real)
+    # Pad the cloud with 9 large random points, interleaved with the real ones.
+    padded = torch.randn(1, 22, DIM) * 10
+    mask = torch.zeros(1, 22, dtype=torch.bool)
+    positions = torch.randperm(22)[:13].sort().values
+    padded[0, positions] = real[0]
+    mask[0, positions] = True
+    out = block(padded, mask)
+    torch.testing.assert_close(out[0, positions], alone[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ATTENTION_TYPES)
+def test_block_is_permutation_equivariant(name):
+    block = AttentionBlock(DIM, name, memory_size=S, num_heads=4)
+    x = torch.randn(B, N, DIM)
+    perm = torch.randperm(N)
+    torch.testing.assert_close(block(x[:, perm]), block(x)[:, perm], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ATTENTION_TYPES)
+def test_block_backward_reaches_every_parameter(name):
+    block = AttentionBlock(DIM, name, memory_size=S, num_heads=4, ffn_ratio=1.0)
+    block(torch.randn(B, N, DIM)).square().sum().backward()
+    for pname, param in block.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), pname
+
+
+def test_external_attention_with_all_points_padded_stays_finite():
+    layer = ExternalAttention(DIM, memory_size=S)
+    mask = torch.tensor([[True] * N, [False] * N])
+    out = layer(torch.randn(B, N, DIM), mask)
+    assert torch.isfinite(out).all()
+
+
+def test_bad_arguments_raise_value_errors_naming_choices():
+    with pytest.raises(ValueError, match="valid: ea, mhea, sa, ssa, oa, none"):
+        build_attention("transformer", DIM)
+    with pytest.raises(ValueError, match="'double', 'softmax'"):
+        ExternalAttention(DIM, norm="l2")
+    with pytest.raises(ValueError, match="divide dim"):
+        ExternalAttention(DIM, num_heads=5)

@@ -1,0 +1,166 @@
+"""Tests of pointea.nn.encoder: sampling, kNN, masked statistics and pooling, the encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pointea.nn.encoder import (
+    MaskedBatchNorm,
+    PointEncoder,
+    index_points,
+    knn,
+    masked_pool,
+    neighbor_max,
+    sample_farthest_points,
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def reference_fps(xyz: torch.Tensor, num_samples: int) -> list:
+    """Textbook farthest point sampling of one cloud (N, 3), starting farthest from the centroid."""
+    chosen = [int((xyz - xyz.mean(0)).norm(dim=1).argmax())]
+    dist = (xyz - xyz[chosen[0]]).norm(dim=1)
+    for _ in range(num_samples - 1):
+        chosen.append(int(dist.argmax()))
+        dist = torch.minimum(dist, (xyz - xyz[chosen[-1]]).norm(dim=1))
+    return chosen
+
+
+def tiny_encoder(**kwargs) -> PointEncoder:
+    settings = dict(
+        embed_dims=(16,), stage_dims=(32, 48), stage_samples=(48, 24), num_neighbors=(8, 8),
+        num_blocks=2, memory_size=8, fuse_dim=64,
+    )
+    settings.update(kwargs)
+    return PointEncoder(**settings)
+
+
+@pytest.mark.parametrize("group_elements", [300, 1 << 15])  # groups of one cloud, whole batch
+def test_farthest_point_sampling_matches_reference(group_elements):
+    xyz = torch.randn(3, 100, 3)
+    idx = sample_farthest_points(xyz, 20, group_elements=group_elements)
+    assert idx.shape == (3, 20)
+    for b in range(3):
+        assert idx[b].tolist() == reference_fps(xyz[b], 20)
+
+
+def test_farthest_point_sampling_picks_the_same_set_after_permutation():
+    xyz = torch.randn(2, 200, 3)
+    perm = torch.randperm(200)
+    original = index_points(xyz, sample_farthest_points(xyz, 32))
+    permuted = index_points(xyz[:, perm], sample_farthest_points(xyz[:, perm], 32))
+    torch.testing.assert_close(permuted, original)  # same points, in the same order
+
+
+def test_farthest_point_sampling_never_picks_padding():
+    xyz = torch.randn(2, 50, 3)
+    mask = torch.ones(2, 50, dtype=torch.bool)
+    mask[1, 10:] = False  # 10 real points, 16 samples: the rest must repeat real points
+    xyz[1, 10:] = 100.0  # far away, would be chosen first if padding leaked in
+    idx = sample_farthest_points(xyz, 16, mask, group_elements=150)
+    assert torch.equal(idx, sample_farthest_points(xyz, 16, mask))
+    assert idx[1].max() < 10
+    assert set(idx[1].tolist()) == set(range(10))
+    assert idx[1, :10].tolist() == reference_fps(xyz[1, :10], 10)
+
+
+@pytest.mark.parametrize("chunk_elements", [2 * 64, 2 * 64 * 3, 1 << 20])  # 1-row, 3-row, 1 chunk
+def test_knn_matches_brute_force_across_chunks(chunk_elements):
+    query, ref = torch.randn(2, 10, 3), torch.randn(2, 64, 3)
+    idx = knn(query, ref, 5, chunk_elements=chunk_elements)
+    expected = torch.cdist(query, ref).topk(5, dim=-1, largest=False).indices
+    assert idx.shape == (2, 10, 5)
+    assert torch.equal(idx.sort(dim=-1).values, expected.sort(dim=-1).values)
+
+
+def test_knn_skips_padding_and_repeats_when_short():
+    ref = torch.randn(1, 12, 3)
+    mask = torch.zeros(1, 12, dtype=torch.bool)
+    mask[0, :3] = True
+    idx = knn(ref, ref, 5, mask)
+    assert idx.max() < 3
+    assert torch.equal(idx[0, :3, 0], torch.arange(3))  # nearest of a real point is itself
+
+
+def test_neighbor_max_equals_gather_then_max():
+    x = torch.randn(2, 30, 8, requires_grad=True)
+    idx = torch.stack([torch.randperm(30)[:6] for _ in range(2 * 11)]).view(2, 11, 6)
+    out = neighbor_max(x, idx)
+    torch.testing.assert_close(out, index_points(x, idx).amax(dim=2))
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    (expected,) = torch.autograd.grad(index_points(x, idx).amax(dim=2).sum(), x)
+    torch.testing.assert_close(grad, expected)
+
+
+def test_masked_batch_norm_uses_real_points_only():
+    norm, reference = MaskedBatchNorm(4), torch.nn.BatchNorm1d(4)
+    x = torch.randn(2, 10, 4)
+    mask = torch.rand(2, 10) > 0.3
+    x_padded = x.masked_fill(~mask.unsqueeze(-1), 1e3)
+    out = norm(x_padded, mask)
+    expected = reference(x[mask])
+    torch.testing.assert_close(out[mask], expected)
+    torch.testing.assert_close(norm.running_mean, reference.running_mean)
+    torch.testing.assert_close(norm.running_var, reference.running_var)
+    norm.eval()
+    reference.eval()
+    torch.testing.assert_close(norm(x), reference(x.view(-1, 4)).view(2, 10, 4))
+
+
+def test_masked_pool_ignores_padding():
+    x = torch.randn(2, 10, 4)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 6:] = False
+    x[1, 6:] = 1e3
+    pooled = masked_pool(x, mask, "maxmean")
+    assert pooled.shape == (2, 8)
+    torch.testing.assert_close(pooled[1], torch.cat([x[1, :6].amax(0), x[1, :6].mean(0)]))
+    with pytest.raises(ValueError, match="valid: max, mean, maxmean"):
+        masked_pool(x, None, "sum")
+
+
+def test_encoder_shapes_with_and_without_down_sampling():
+    encoder = tiny_encoder()
+    per_point, global_feats = encoder(torch.randn(2, 100, 3))
+    assert per_point.shape == (2, 24, 64) and global_feats.shape == (2, 128)
+    assert encoder.point_dim == 64 and encoder.global_dim == 128
+    full = tiny_encoder(stage_dims=(32,), stage_samples=(0,), num_neighbors=(8,), fuse_dim=0, pooling="max")
+    per_point, global_feats = full(torch.randn(2, 100, 6)[..., :3])
+    assert per_point.shape == (2, 100, 32) and global_feats.shape == (2, 32)
+
+
+@pytest.mark.parametrize("attention", ["ea", "sa", "oa"])
+def test_encoder_global_features_are_permutation_invariant(attention):
+    encoder = tiny_encoder(attention=attention).eval()
+    points = torch.randn(2, 100, 3)
+    perm = torch.randperm(100)
+    torch.testing.assert_close(encoder(points[:, perm])[1], encoder(points)[1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("samples", [(48, 24), (0, 0)])
+def test_encoder_padding_does_not_change_real_points(train, samples):
+    encoder = tiny_encoder(stage_samples=samples).train(train)
+    real = torch.randn(1, 60, 3)
+    padded = torch.cat([real, torch.randn(1, 25, 3) * 5], dim=1)
+    mask = torch.arange(85).unsqueeze(0) < 60
+    per_point, global_feats = encoder(padded, mask)
+    expected_points, expected_global = encoder(real)
+    torch.testing.assert_close(global_feats, expected_global, atol=1e-5, rtol=1e-5)
+    if samples[0] == 0:
+        per_point = per_point[:, :60]
+    torch.testing.assert_close(per_point, expected_points, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_rejects_bad_inputs_and_settings():
+    with pytest.raises(ValueError, match=r"expected points \(B, N, 3\), got shape \[1, 50, 4\]"):
+        tiny_encoder()(torch.randn(1, 50, 4))
+    with pytest.raises(ValueError, match=r"expected a bool mask \(B, N\) = \[1, 50\], got torch.float32"):
+        tiny_encoder()(torch.randn(1, 50, 3), torch.ones(1, 50))
+    with pytest.raises(ValueError, match="one entry per stage"):
+        tiny_encoder(stage_samples=(48,))
