@@ -1,0 +1,219 @@
+"""Checkpoint files: save, load with clear errors, rebuild the model, strip for shipping.
+
+A pointea checkpoint is a ``torch.save``-d dict of plain Python types and tensors only, so it
+loads with ``torch.load(weights_only=True)`` (no arbitrary code runs when opening one):
+
+- ``"format"``: ``"pointea-checkpoint"`` and ``"version"``: :data:`CHECKPOINT_VERSION`
+- ``"model_config"``: ``pointea.models.model_config_to_dict(model.config)``
+- ``"model"``: the model's ``state_dict()``
+- ``"dataset"``: ``{"name", "task", "classes" | "categories", "category_parts", "part_names",
+  "in_channels", "num_points"}``, enough for prediction and evaluation from the file alone
+- ``"config"``: the resolved training configuration as a dict, ``"metrics"``: the last metrics
+- resumable checkpoints also hold ``"optimizer"``, ``"scheduler"``, ``"epoch"``, ``"step"``,
+  ``"rng"`` (:func:`capture_rng_state`) and ``"best_metric"``, plus run bookkeeping;
+  :func:`export_weights` drops them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Any, Dict, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from pointea.atomic import atomic_path
+
+PathLike = Union[str, os.PathLike]
+
+CHECKPOINT_FORMAT = "pointea-checkpoint"
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("model_config", "model", "dataset")
+TRAINING_STATE_KEYS = (
+    "optimizer", "scheduler", "epoch", "step", "rng", "best_metric", "best_epoch", "best_val", "train_time_s",
+)
+
+
+def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically, adding the format and version markers.
+
+    Args:
+        path: destination file (parent folders are created).
+        state: checkpoint dict (see the module docstring); plain types and tensors only.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    payload = {**state, "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """Load and validate a pointea checkpoint.
+
+    Args:
+        path: checkpoint file written by :func:`save_checkpoint`.
+        map_location: device the tensors are loaded onto.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is truncated or corrupt, holds something other than plain types and
+            tensors, is not a pointea checkpoint (e.g. a bare ``state_dict``), or has another
+            format version. The message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"cannot load checkpoint {path}: it is corrupt or holds objects other than tensors "
+            f"and plain Python types ({_first_line(error)})"
+        ) from error
+    except Exception as error:  # torch raises RuntimeError, EOFError, ... for damaged files
+        raise ValueError(
+            f"cannot load checkpoint {path}: the file is truncated or corrupt "
+            f"({type(error).__name__}: {_first_line(error)})"
+        ) from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        hint = " (it looks like a bare state_dict)" if _looks_like_state_dict(state) else ""
+        raise ValueError(
+            f"{path} is not a pointea checkpoint{hint}: expected a dict with "
+            f"'format': '{CHECKPOINT_FORMAT}' as written by pointea.engine.checkpoint.save_checkpoint"
+        )
+    version = state.get("version")
+    if version != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"checkpoint {path} has format version {version!r}; this pointea reads version "
+            f"{CHECKPOINT_VERSION}"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks the entries {missing}")
+    return state
+
+
+def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint, in eval mode on ``device``.
+
+    Args:
+        path: checkpoint file.
+        device: device for the model.
+
+    Returns:
+        ``(model, meta)`` where ``meta`` is the checkpoint's ``"dataset"`` dict plus
+        ``"metrics"`` and ``"config"`` (empty dicts when absent).
+
+    Raises:
+        ValueError: the file is not a valid checkpoint (see :func:`load_checkpoint`), or its
+            weights do not match the model its config describes (missing / unexpected keys and
+            shape mismatches are listed).
+    """
+    from pointea.models import build_model, model_config_from_dict
+
+    path = Path(path)
+    state = load_checkpoint(path, map_location="cpu")
+    try:
+        config = model_config_from_dict(state["model_config"])
+        model = build_model(config)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(f"checkpoint {path} has an invalid model_config: {error}") from error
+    _load_state_strict(model, state["model"], path)
+    model.to(device).eval()
+    meta = dict(state["dataset"])
+    meta["metrics"] = state.get("metrics") or {}
+    meta["config"] = state.get("config") or {}
+    return model, meta
+
+
+def export_weights(src: PathLike, dst: PathLike) -> Path:
+    """Copy a checkpoint without its training state (optimizer, scheduler, RNG, counters).
+
+    The result holds the model config, weights, dataset metadata, config and metrics: all that
+    evaluation, prediction and export need, in a much smaller file.
+
+    Returns:
+        The path written.
+    """
+    state = load_checkpoint(src)
+    slim = {key: value for key, value in state.items() if key not in TRAINING_STATE_KEYS}
+    return save_checkpoint(dst, slim)
+
+
+def capture_rng_state() -> Dict[str, Any]:
+    """Snapshot the Python, NumPy, torch and CUDA generators as plain types and tensors.
+
+    NumPy's state array becomes a tensor so the checkpoint still loads with ``weights_only=True``.
+    """
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state: Dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Dict[str, Any]) -> None:
+    """Restore generators saved by :func:`capture_rng_state` (CUDA only when present in both)."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _load_state_strict(model: nn.Module, weights: Dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    mismatched = [
+        f"{key}: checkpoint {tuple(weights[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in expected
+        if key in weights and tuple(weights[key].shape) != tuple(expected[key].shape)
+    ]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"missing keys {_preview(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys {_preview(unexpected)}")
+        if mismatched:
+            problems.append(f"shape mismatches {_preview(mismatched)}")
+        raise ValueError(
+            f"weights in checkpoint {path} do not match the model built from its model_config: "
+            + "; ".join(problems)
+        )
+    model.load_state_dict(weights, strict=True)
+
+
+def _preview(items: list, limit: int = 10) -> str:
+    shown = ", ".join(str(item) for item in items[:limit])
+    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def _looks_like_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in obj.items()
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

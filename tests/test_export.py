@@ -1,0 +1,118 @@
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pointea.commands import export as export_command
+from pointea.engine.checkpoint import save_checkpoint
+from pointea.engine.export import export_model
+from pointea.models import build_model, model_config_to_dict
+
+pytest.importorskip("onnx", reason="ONNX export needs the onnx package (pip install pointea[export])")
+onnxruntime = pytest.importorskip("onnxruntime", reason="checking ONNX exports needs onnxruntime")
+
+NUM_POINTS = 64
+CATEGORY_PARTS = [[0, 1], [2], [3, 4, 5]]
+
+
+def save(path, model, task, **dataset):
+    state = {
+        "model_config": model_config_to_dict(model.config),
+        "model": model.state_dict(),
+        "dataset": {"name": "synthetic", "task": task, "in_channels": model.config.in_channels,
+                    "num_points": NUM_POINTS, **dataset},
+    }
+    return save_checkpoint(path, state)
+
+
+@pytest.fixture(scope="module")
+def attention_classifier(tmp_path_factory):
+    """A tiny external-attention classifier: neighbour embedding (FPS + kNN) and two EA blocks."""
+    torch.manual_seed(0)
+    model = build_model("pointea-cls", num_classes=4, embed_dims=(16, 16), stage_dims=(32, 32),
+                        stage_samples=(32, 16), num_neighbors=(8, 8), num_blocks=2, fuse_dim=32, head_dims=(32,))
+    return save(tmp_path_factory.mktemp("ea") / "ea.pt", model.eval(), "classification", classes=list("abcd")), model
+
+
+def test_torchscript_and_onnx_match_pytorch(tmp_path, attention_classifier):
+    path, model = attention_classifier
+    result = export_model(path, tmp_path / "out")
+    for fmt in ("torchscript", "onnx"):
+        assert result[fmt]["ok"] and result[fmt]["max_abs_diff"] < 1e-4
+    assert result["num_points"] == NUM_POINTS
+
+    # Independent check with another batch size (the batch axis is dynamic).
+    points = torch.rand(5, NUM_POINTS, 3) * 2 - 1
+    with torch.no_grad():
+        expected = model.eval()(points).numpy()
+    session = onnxruntime.InferenceSession(result["onnx"]["path"], providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["points"]
+    np.testing.assert_allclose(session.run(None, {"points": points.numpy()})[0], expected, atol=1e-4)
+    with warnings.catch_warnings():  # PyTorch marks TorchScript deprecated; loading still works
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.load(result["torchscript"]["path"])
+    np.testing.assert_allclose(scripted(points).detach().numpy(), expected, atol=1e-4)
+
+    metadata = json.loads(Path(result["metadata"]).read_text())
+    assert metadata["inputs"]["points"]["shape"] == ["batch", NUM_POINTS, 3]
+    assert metadata["outputs"]["logits"]["shape"] == ["batch", 4]
+    assert metadata["dataset"]["classes"] == list("abcd")
+
+
+def test_segmentation_export_takes_the_category(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("pointnet-partseg", category_parts=CATEGORY_PARTS, embed_dims=(16, 32), head_dims=(16,),
+                        category_dim=8).eval()
+    path = save(tmp_path / "seg.pt", model, "segmentation", categories=["x", "y", "z"], category_parts=CATEGORY_PARTS)
+    result = export_model(path, tmp_path / "out", formats=("onnx",), name="seg")
+    assert result["onnx"]["ok"] and "torchscript" not in result
+    session = onnxruntime.InferenceSession(result["onnx"]["path"], providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["points", "category"]
+    points, category = torch.rand(4, NUM_POINTS, 3), torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        expected = model(points, category).numpy()
+    actual = session.run(None, {"points": points.numpy(), "category": category.numpy()})[0]
+    assert actual.shape == (4, NUM_POINTS, 6)
+    np.testing.assert_allclose(actual, expected, atol=1e-4)
+
+
+def test_unknown_format_is_rejected(tmp_path, attention_classifier):
+    with pytest.raises(ValueError, match="unknown export formats \\['tflite'\\].*torchscript, onnx"):
+        export_model(attention_classifier[0], tmp_path, formats=("tflite",))
+
+
+def test_cli_prints_the_check(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = build_model("pointnet-cls", num_classes=3, embed_dims=(8, 16), head_dims=(8,)).eval()
+    path = save(tmp_path / "small.pt", model, "classification", classes=["a", "b", "c"])
+    parser = argparse.ArgumentParser()
+    export_command.add_parser(parser.add_subparsers())
+    argv = ["export", "--checkpoint", str(path), "--out-dir", str(tmp_path / "out"), "--format", "onnx"]
+    args = parser.parse_args(argv)
+    assert export_command.run(args) == 0
+    out = capsys.readouterr().out
+    assert "onnx:" in out and "ok" in out and "torchscript" not in out
+    assert (tmp_path / "out" / "small.onnx").is_file()
+
+
+def test_a_failing_exporter_is_reported_and_the_other_format_still_written(tmp_path, monkeypatch, capsys):
+    from pointea.engine import export as export_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator\nmore detail")
+
+    monkeypatch.setattr(export_module, "export_onnx", broken)
+    torch.manual_seed(0)
+    model = build_model("pointnet-cls", num_classes=3, embed_dims=(8, 16), head_dims=(8,)).eval()
+    path = save(tmp_path / "small.pt", model, "classification", classes=["a", "b", "c"])
+    parser = argparse.ArgumentParser()
+    export_command.add_parser(parser.add_subparsers())
+    assert export_command.run(parser.parse_args(["export", "--checkpoint", str(path), "--out-dir", str(tmp_path)])) == 1
+    out = capsys.readouterr().out
+    assert "onnx: FAILED to export: RuntimeError: unsupported operator" in out
+    assert "torchscript:" in out and "ok" in out
+    assert (tmp_path / "small.torchscript.pt").is_file() and not (tmp_path / "small.onnx").exists()
