@@ -1,0 +1,305 @@
+"""Typed training configuration: data, model and optimisation settings, YAML in and out.
+
+A run is described by one :class:`Config` with three sections::
+
+    data:  {name: synthetic, num_points: 1024, ...}        # DataConfig
+    model: {preset: pointea-cls, overrides: {dropout: 0.5}}  # ModelSection
+    train: {epochs: 30, batch_size: 32, lr: 0.001, ...}     # TrainConfig
+
+Recipes ship in ``pointea/configs/*.yaml``; :func:`load_config` accepts a recipe name
+(``synthetic-cls``) or a path. Command-line overrides use dotted keys with YAML values:
+``train.lr=0.01``, ``model.overrides.widths=[64,64]``, ``train.augmentation=[]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import yaml
+
+from pointea.atomic import atomic_write_text
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+DATASETS = ("synthetic", "modelnet40", "modelnet10", "shapenetpart")
+OPTIMIZERS = ("adamw", "sgd")
+AMP_MODES = ("auto", "none", "bf16")
+AUGMENTATIONS = (
+    "normalize",
+    "scale_translate",
+    "jitter",
+    "rotate_up",
+    "rotate_so3",
+    "point_dropout",
+    "shuffle",
+)
+
+
+@dataclass
+class DataConfig:
+    """Which dataset to train on and how its samples are prepared."""
+
+    name: str = "synthetic"  # synthetic | modelnet40 | modelnet10 | shapenetpart
+    root: Optional[str] = None  # dataset folder; unused for synthetic
+    num_points: Optional[int] = 1024  # points per cloud; null keeps whole ShapeNetPart clouds
+    use_normals: bool = False  # feed (x, y, z, nx, ny, nz) instead of (x, y, z)
+    val_fraction: float = 0.1  # validation holdout carved from the official train split
+    split_seed: int = 0  # seed of that holdout
+    cache_dir: Optional[str] = None  # array cache; default ~/.cache/pointea
+    num_samples: Optional[int] = None  # synthetic only: train samples (val/test scale with it)
+    categories: Optional[List[str]] = None  # shapenetpart only: train on a subset of categories
+
+
+@dataclass
+class ModelSection:
+    """A model preset (see ``pointea models``) plus keyword overrides of its ModelConfig."""
+
+    preset: str = "pointea-cls"
+    overrides: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, augmentation and run-time settings."""
+
+    epochs: int = 100
+    batch_size: int = 32  # global batch: split evenly across processes under DDP
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3  # peak learning rate, reached after warm-up
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # sgd momentum (adamw uses betas (0.9, 0.999))
+    warmup_epochs: float = 0.0  # linear warm-up from 0, then cosine decay to min_lr
+    min_lr: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: Optional[float] = None  # max global gradient norm; null disables clipping
+    # bf16 autocast (loss, optimizer and metrics stay fp32): "auto" uses it where the hardware
+    # runs bf16 fast (CUDA with bf16, CPUs with AVX-512 BF16 / AMX), else fp32.
+    amp: str = "auto"  # auto | none | bf16
+    compile: bool = False  # torch.compile the model (pays off on long runs only)
+    seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms; bit-exact resume
+    num_workers: int = 0  # DataLoader workers for datasets not held in memory
+    augmentation: List[Dict[str, Any]] = field(default_factory=list)  # [{name: ..., **kwargs}]
+    eval_every: int = 1  # validate every k epochs (and always after the last)
+    select_metric: Optional[str] = None  # val metric for best.pt; default by task
+    device: str = "auto"  # auto | cpu | cuda | cuda:K
+    sync_batchnorm: bool = True  # batch-norm statistics over the global batch under DDP
+    threads: Optional[int] = None  # torch intra-op threads; default: torch's choice
+    progress: bool = True  # tqdm progress bars (rank 0)
+    checkpoint_every: int = 1  # write last.pt every k epochs (and after the last)
+
+
+@dataclass
+class Config:
+    """A complete, resolvable training recipe."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelSection, "train": TrainConfig}
+
+
+def available_configs() -> List[str]:
+    """Names of the recipes shipped in ``pointea/configs``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: Union[str, os.PathLike]) -> Path:
+    """Find a recipe by shipped name (``synthetic-cls``) or by file path.
+
+    Raises:
+        FileNotFoundError: neither a file nor a shipped recipe; lists the shipped names.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{path.name}.yaml" if path.suffix == "" else CONFIG_DIR / path.name
+    if len(path.parts) == 1 and shipped.is_file():
+        return shipped
+    raise FileNotFoundError(
+        f"config {str(name_or_path)!r} is neither a file nor a shipped recipe; "
+        f"shipped recipes: {', '.join(available_configs())}"
+    )
+
+
+def load_config(
+    name_or_path: Union[str, os.PathLike, None] = None, overrides: Sequence[str] = ()
+) -> Config:
+    """Load a recipe (or the defaults when ``None``) and apply ``key=value`` overrides."""
+    if name_or_path is None:
+        config = Config()
+    else:
+        path = resolve_config_path(name_or_path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML: {error}") from None
+        config = config_from_dict(raw, source=str(path))
+    return apply_overrides(config, overrides)
+
+
+def save_config(config: Config, path: Union[str, os.PathLike]) -> None:
+    """Write ``config`` as YAML (atomically)."""
+    atomic_write_text(path, config_to_yaml(config))
+
+
+def config_to_dict(config: Config) -> Dict[str, Any]:
+    """Plain nested dict of ``config`` (YAML/JSON/checkpoint safe)."""
+    return dataclasses.asdict(config)
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None)
+
+
+def config_from_dict(raw: Dict[str, Any], source: str = "config") -> Config:
+    """Build a validated :class:`Config` from a nested dict.
+
+    Raises:
+        ValueError: unknown section or key (lists the valid ones), or a value of the wrong type.
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: expected a mapping with sections {list(SECTIONS)}")
+    unknown = set(raw) - set(SECTIONS)
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown section(s) {sorted(unknown)}; valid sections: {list(SECTIONS)}"
+        )
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = raw.get(name) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: section {name!r} must be a mapping, got {values!r}")
+        valid = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in valid:
+                raise ValueError(
+                    f"{source}: unknown key {name}.{key}; valid keys in {name!r}: {', '.join(valid)}"
+                )
+        hints = typing.get_type_hints(cls)
+        kwargs = {
+            key: _check_type(value, hints[key], f"{source}: {name}.{key}")
+            for key, value in values.items()
+        }
+        sections[name] = cls(**kwargs)
+    config = Config(**sections)
+    validate_config(config, source)
+    return config
+
+
+def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    """Return a copy of ``config`` with dotted ``section.key=value`` overrides applied.
+
+    Values are parsed as YAML (``0.01``, ``true``, ``null``, ``[64, 128]``, ``{name: jitter}``).
+    ``model.overrides.KEY=VALUE`` sets one model keyword.
+    """
+    raw = config_to_dict(config)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as error:
+            raise ValueError(f"override {item!r}: value is not valid YAML: {error}") from None
+        parts = key.strip().split(".")
+        if parts[0] not in SECTIONS:
+            raise ValueError(
+                f"override {item!r}: unknown section {parts[0]!r}; valid sections: {list(SECTIONS)}"
+            )
+        if len(parts) == 3 and parts[:2] == ["model", "overrides"]:
+            raw["model"]["overrides"][parts[2]] = value
+            continue
+        if len(parts) != 2:
+            raise ValueError(
+                f"override {item!r}: expected section.key=value (or model.overrides.KEY=value)"
+            )
+        raw[parts[0]][parts[1]] = value
+    return config_from_dict(raw, source="overrides")
+
+
+def validate_config(config: Config, source: str = "config") -> None:
+    """Check the choices and ranges that the types alone do not express."""
+    data, train = config.data, config.train
+    _check_choice(data.name, DATASETS, f"{source}: data.name")
+    _check_choice(train.optimizer, OPTIMIZERS, f"{source}: train.optimizer")
+    _check_choice(train.amp, AMP_MODES, f"{source}: train.amp")
+    if not 0.0 < data.val_fraction < 1.0:
+        raise ValueError(f"{source}: data.val_fraction must be in (0, 1), got {data.val_fraction}")
+    for key in ("epochs", "batch_size", "eval_every", "checkpoint_every"):
+        if getattr(train, key) < 1:
+            raise ValueError(f"{source}: train.{key} must be >= 1, got {getattr(train, key)}")
+    if train.lr <= 0 or train.min_lr < 0 or train.min_lr > train.lr:
+        raise ValueError(
+            f"{source}: need 0 <= train.min_lr <= train.lr and lr > 0, got lr={train.lr}, "
+            f"min_lr={train.min_lr}"
+        )
+    if not 0.0 <= train.label_smoothing < 1.0:
+        raise ValueError(f"{source}: train.label_smoothing must be in [0, 1)")
+    if train.grad_clip is not None and train.grad_clip <= 0:
+        raise ValueError(f"{source}: train.grad_clip must be positive or null")
+    if train.warmup_epochs < 0 or train.warmup_epochs > train.epochs:
+        raise ValueError(f"{source}: train.warmup_epochs must be in [0, train.epochs]")
+    for index, aug in enumerate(train.augmentation):
+        if not isinstance(aug, dict) or "name" not in aug:
+            raise ValueError(
+                f"{source}: train.augmentation[{index}] must be a mapping with a 'name' "
+                f"(one of {', '.join(AUGMENTATIONS)}), got {aug!r}"
+            )
+        _check_choice(aug["name"], AUGMENTATIONS, f"{source}: train.augmentation[{index}].name")
+    if train.select_metric is not None and train.select_metric.startswith("test"):
+        raise ValueError(f"{source}: train.select_metric selects on validation metrics only")
+
+
+def _check_choice(value: str, choices: Sequence[str], what: str) -> None:
+    if value not in choices:
+        raise ValueError(f"{what} is {value!r}; valid choices: {', '.join(choices)}")
+
+
+def _check_type(value: Any, hint: Any, what: str) -> Any:
+    """Check ``value`` against a dataclass field type; int is accepted (and converted) for float."""
+    origin = typing.get_origin(hint)
+    if origin is Union:
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_type(value, option, what)
+            except ValueError as error:
+                errors.append(error)
+        raise errors[0]
+    if origin in (list, List):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ValueError(f"{what} must be a list, got {value!r} ({type(value).__name__})")
+        (item_hint,) = typing.get_args(hint) or (Any,)
+        return [_check_type(item, item_hint, f"{what}[{i}]") for i, item in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ValueError(f"{what} must be a mapping, got {value!r} ({type(value).__name__})")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, hint):
+        return value
+    raise ValueError(
+        f"{what} must be of type {hint.__name__}, got {value!r} ({type(value).__name__})"
+    )

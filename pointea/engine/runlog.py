@@ -1,0 +1,54 @@
+"""Run logging: a JSON-lines log and TensorBoard event files in the run folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+
+class RunLog:
+    """Append records to ``run_dir/log.jsonl`` and scalars to TensorBoard (``run_dir/tb``).
+
+    Each record is one JSON object per line with at least ``split`` ("train", "val", or an event
+    such as "resume"), ``epoch``, ``step`` and ``time`` (Unix seconds). Numeric fields are also
+    written as TensorBoard scalars named ``<split>/<field>`` at ``step``. A resumed run appends to the same
+    files; TensorBoard shows both parts.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+        self.path = Path(run_dir) / "log.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._writer: Optional[Any] = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
+
+    def write(self, split: str, epoch: int, step: int, **fields: Any) -> Dict[str, Any]:
+        """Record ``fields`` (numbers, strings, small lists) and return the record."""
+        record = {"split": split, "epoch": epoch, "step": step, "time": round(time.time(), 3)}
+        record.update(fields)
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            for key, value in fields.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    if math.isfinite(value):
+                        self._writer.add_scalar(f"{split}/{key}", value, step)
+            self._writer.flush()
+        return record
+
+    def close(self) -> None:
+        self._file.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,184 @@
+"""Tests of pointea.engine.train on the embedded synthetic data with tiny models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pointea.config import config_to_dict, load_config
+from pointea.engine import train as train_module
+from pointea.engine.checkpoint import load_checkpoint, load_model
+from pointea.engine.schedule import cosine_factor
+from pointea.engine.train import KILL_AFTER_STEPS_ENV, resume_training, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny pointea classifier: per-point embedding + one external attention block.
+TINY_CLS = [
+    "model.preset=pointea-cls",
+    "model.overrides.embed_dims=[16, 16]",
+    "model.overrides.stage_dims=[]",
+    "model.overrides.stage_samples=[]",
+    "model.overrides.num_neighbors=[]",
+    "model.overrides.num_blocks=1",
+    "model.overrides.fuse_dim=32",
+    "model.overrides.head_dims=[32]",
+]
+
+
+def tiny_config(*extra: str, samples: int = 4, epochs: int = 2):
+    """Synthetic data (``samples`` per class, 64 points), tiny model, fp32, no progress bars."""
+    return load_config(None, [
+        "data.name=synthetic", "data.num_points=64", f"data.num_samples={samples}",
+        *TINY_CLS,
+        "model.overrides.dropout=0.2",
+        f"train.epochs={epochs}", "train.batch_size=16", "train.lr=0.005", "train.warmup_epochs=1",
+        "train.amp=none", "train.progress=false", "train.threads=1",
+        "train.augmentation=[{name: scale_translate, scale: [0.8, 1.25], shift: 0.1}, {name: jitter}]",
+        *extra,
+    ])
+
+
+def final_weights(run_dir: Path) -> dict:
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def _tiny_overrides(*extra: str) -> list:
+    """The override list of :func:`tiny_config` (for subprocesses)."""
+    config = tiny_config(*extra)
+    flat = []
+    for section, values in config_to_dict(config).items():
+        for key, value in values.items():
+            flat.append(f"{section}.{key}={json.dumps(value)}")
+    return flat
+
+
+def test_training_learns_and_writes_run_folder(tmp_path):
+    config = tiny_config("train.lr=0.01", "model.overrides.dropout=0.0", samples=16, epochs=5)
+    result = train(config, tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.yaml", "log.jsonl", "metrics.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert load_config(run / "config.yaml") == config
+
+    chance = 100.0 / 9
+    assert result["best"]["overall_accuracy"] > 4 * chance
+    assert result["select_metric"] == "overall_accuracy"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best"]["overall_accuracy"] == result["best"]["overall_accuracy"]
+    assert metrics["train_time_s"] > 0
+
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["split"] == "train"]
+    val_records = [r for r in records if r["split"] == "val"]
+    assert [r["epoch"] for r in train_records] == [1, 2, 3, 4, 5]
+    assert len(val_records) == 5
+    assert train_records[-1]["loss"] < train_records[0]["loss"]
+    assert train_records[-1]["step"] == 5 * (16 * 9 // 16)
+
+    # best.pt is the epoch with the best validation accuracy and loads on its own.
+    best_epoch = max(val_records, key=lambda r: r["overall_accuracy"])["epoch"]
+    assert result["best_epoch"] == best_epoch
+    model, meta = load_model(run / "checkpoints" / "best.pt")
+    assert meta["task"] == "classification" and meta["name"] == "synthetic"
+    assert len(meta["classes"]) == 9 and meta["in_channels"] == 3 and meta["num_points"] == 64
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["epoch"] == 5 and "optimizer" in last and "scheduler" in last and "rng" in last
+
+
+def test_seeded_runs_are_identical_and_seeds_matter(tmp_path):
+    train(tiny_config("train.deterministic=true"), tmp_path / "a")
+    train(tiny_config("train.deterministic=true"), tmp_path / "b")
+    train(tiny_config("train.deterministic=true", "train.seed=1"), tmp_path / "c")
+    a, b, c = (final_weights(tmp_path / name) for name in "abc")
+    assert_same_weights(a, b)
+    assert any(not torch.equal(a[key], c[key]) for key in a)
+
+
+def test_resume_after_sigkill_is_bit_exact(tmp_path):
+    overrides = ["train.deterministic=true", "train.epochs=3"]
+    config = tiny_config(*overrides)
+    steps_per_epoch = 4 * 9 // 16
+    train(config, tmp_path / "full")
+
+    # Train in a subprocess that SIGKILLs itself in the middle of the second epoch.
+    killed = tmp_path / "killed"
+    env = dict(os.environ, **{KILL_AFTER_STEPS_ENV: str(steps_per_epoch + 1)})
+    script = (
+        "import sys; from pointea.config import load_config; from pointea.engine.train import train; "
+        "train(load_config(None, sys.argv[2:]), sys.argv[1])"
+    )
+    argv = [sys.executable, "-c", script, str(killed), *_tiny_overrides(*overrides)]
+    process = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert process.returncode == -9, process.stderr
+    interrupted = load_checkpoint(killed / "checkpoints" / "last.pt")
+    assert interrupted["epoch"] == 1 and interrupted["step"] == steps_per_epoch
+
+    result = resume_training(killed)
+    assert result["epochs"] == 3
+    assert_same_weights(final_weights(tmp_path / "full"), final_weights(killed))
+    resumed = load_checkpoint(killed / "checkpoints" / "last.pt")
+    full = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    assert resumed["step"] == full["step"] == 3 * steps_per_epoch
+    assert resumed["metrics"]["overall_accuracy"] == full["metrics"]["overall_accuracy"]
+
+
+def test_segmentation_through_dataloader_path(tmp_path, monkeypatch):
+    # Force the DataLoader path that datasets without in-memory tensors (ShapeNetPart) take.
+    monkeypatch.setattr(train_module, "_as_tensors", lambda *args: None)
+    config = load_config(None, [
+        "data.name=synthetic", "data.num_points=64", "data.num_samples=4",
+        "model.preset=pointea-partseg", "model.overrides.embed_dims=[16, 16]",
+        "model.overrides.stage_dims=[16]", "model.overrides.num_neighbors=[8]",
+        "model.overrides.num_blocks=1", "model.overrides.fuse_dim=32", "model.overrides.head_dims=[32]",
+        "model.overrides.category_dim=8",
+        "train.epochs=2", "train.batch_size=8", "train.lr=0.01", "train.amp=none",
+        "train.progress=false", "train.augmentation=[{name: scale_translate}]",
+    ])
+    result = train(config, tmp_path / "seg")
+    assert result["select_metric"] == "instance_miou"
+    assert 0.0 < result["last"]["instance_miou"] <= 100.0
+    _, meta = load_model(tmp_path / "seg" / "checkpoints" / "best.pt")
+    assert meta["task"] == "segmentation" and len(meta["category_parts"]) == 9
+    assert meta["part_names"][0].startswith(meta["categories"][0])
+
+
+def test_run_folder_misuse_errors(tmp_path):
+    config = tiny_config("train.epochs=1")
+    train(config, tmp_path / "run")
+    with pytest.raises(ValueError, match="--resume"):
+        train(config, tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        train(config, tmp_path / "empty", resume=True)
+    with pytest.raises(ValueError, match="model.overrides.num_classes"):
+        train(tiny_config("model.overrides.num_classes=40"), tmp_path / "other")
+    with pytest.raises(ValueError, match="has no part labels"):
+        train(load_config(None, ["data.name=modelnet40", "data.root=/nonexistent",
+                                 "model.preset=pointea-partseg"]), tmp_path / "seg")
+
+
+def test_cosine_schedule_with_warmup():
+    factors = [cosine_factor(step, total_steps=10, warmup_steps=2, min_ratio=0.1) for step in range(11)]
+    assert factors[0] == pytest.approx(0.5) and factors[1] == pytest.approx(1.0)
+    assert factors[2] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
+    assert factors[10] == pytest.approx(0.1)
+
+
+def test_allocator_setting_applies():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc mallopt only on Linux")
+    assert train_module.configure_allocator() is True
