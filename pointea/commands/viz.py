@@ -1,0 +1,394 @@
+"""``pointea viz``: look at clouds, labels and predictions (PNG, window or HTML page) and plot runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("synthetic", "modelnet40", "modelnet10", "shapenetpart")
+SPLITS = ("train", "val", "trainval", "test")
+# ModelNet's original meshes (and point files made from them) stand on z; the other layouts,
+# ShapeNetPart and the synthetic shapes stand on y.
+UP_AXIS_OF_LAYOUT = {"folder": "z"}
+
+EPILOG = """\
+examples:
+  # a file, coloured by its labels when it has them (e.g. a prediction of 'pointea predict')
+  pointea viz cloud.ply --out cloud.png
+  # predict with a checkpoint first, then draw prediction (and ground truth when the file has labels)
+  pointea viz shape.txt --checkpoint runs/partseg/checkpoints/best.pt --category Chair --out pred.png
+  # a dataset item: ground truth, or ground truth | prediction | errors with --checkpoint
+  pointea viz --dataset synthetic --split test --index 100 --out chair.png
+  pointea viz --dataset modelnet40 --data-root data --split train --index 12 --out shape.png
+  # a gallery: 16 shapes spread over the split, captioned with prediction and truth
+  pointea viz --dataset modelnet40 --data-root data --split val --count 16 --checkpoint best.pt --out gallery.png
+  # an interactive page that opens in any browser (no server, no Open3D)
+  pointea viz --dataset synthetic --index 100 --html chair.html
+  # an interactive Open3D window (needs a display)
+  pointea viz cloud.ply --show
+  # training curves of a run, and the confusion matrix of an evaluation
+  pointea viz --curves runs/cls --out curves.png
+  pointea viz --confusion runs/cls/test.json --out confusion.png
+"""
+
+
+@dataclass
+class Names:
+    """Names shared by the items of one call (any may be unknown), and the clouds' up axis."""
+
+    classes: Optional[List[str]] = None  # class or category names
+    part_names: Optional[List[str]] = None
+    up: str = "y"
+
+
+@dataclass
+class Item:
+    """One cloud to draw, with whatever labels are known.
+
+    ``label`` is the class (classification) or category (segmentation) index.
+    """
+
+    points: np.ndarray  # (N, C)
+    name: str
+    label: Optional[int] = None
+    parts: Optional[np.ndarray] = None  # (N,) ground truth or labels read from a file
+    pred_label: Optional[int] = None
+    pred_parts: Optional[np.ndarray] = None
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "viz",
+        help="render clouds, labels and predictions to PNG, a window or an HTML page",
+        description=(
+            "Draw point clouds coloured by part (stable colours, legend of part names), ground truth "
+            "beside prediction with the wrong points highlighted, galleries of many shapes, or plots "
+            "of a run. PNGs render headless (no display needed); --show opens an Open3D window; "
+            "--html writes a self-contained interactive page."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+    )
+    source = parser.add_argument_group("input")
+    source.add_argument("paths", nargs="*", metavar="PATH",
+                        help="point cloud files (.ply .pcd .xyz .txt .csv .npy .npz, meshes .off .obj .stl)")
+    source.add_argument("--dataset", choices=DATASETS, help="draw items of a dataset instead of files")
+    source.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed for synthetic)")
+    source.add_argument("--split", default="test", choices=SPLITS, help="dataset split (default: test)")
+    source.add_argument("--index", type=int, nargs="+", metavar="I", help="dataset item(s) (default: 0)")
+    source.add_argument("--count", type=int, metavar="K",
+                        help="a gallery of K items spread evenly over the split (datasets are sorted by class)")
+    source.add_argument("--num-points", type=int, metavar="N",
+                        help="points per dataset cloud (default: the checkpoint's, else the dataset's)")
+    source.add_argument("--checkpoint", metavar="CKPT", help="predict with this checkpoint before drawing")
+    source.add_argument("--category", metavar="NAME",
+                        help="category of the files for a segmentation checkpoint (e.g. Chair)")
+    source.add_argument("--device", default="cpu", help="device for --checkpoint (default: cpu)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", metavar="PNG", help="write a PNG (rendered offscreen, no display needed)")
+    output.add_argument("--html", metavar="HTML", help="write a self-contained interactive HTML page")
+    output.add_argument("--show", action="store_true", help="open an interactive Open3D window")
+    output.add_argument("--curves", metavar="RUN_DIR", help="plot the training curves of a run folder")
+    output.add_argument("--confusion", metavar="JSON",
+                        help="plot the confusion matrix of an evaluation's metrics JSON")
+
+    view = parser.add_argument_group("view")
+    view.add_argument("--title", help="caption above the image (default: the item's name)")
+    view.add_argument("--no-errors", dest="errors", action="store_false",
+                      help="leave out the view of wrongly labelled points")
+    view.add_argument("--columns", type=int, metavar="C", help="gallery columns (default: about square)")
+    view.add_argument("--width", type=int, help="image width in pixels (default: 800, 1200 for several views)")
+    view.add_argument("--height", type=int, help="image height in pixels (default: 600, or fitted to the views)")
+    view.add_argument("--point-size", type=float, help="point size in pixels (default: 3, 2 in galleries)")
+    view.add_argument("--azimuth", type=float, default=30.0, help="degrees around the up axis (default: 30)")
+    view.add_argument("--elevation", type=float, default=20.0, help="degrees above the horizon (default: 20)")
+    view.add_argument("--zoom", type=float, default=0.8, help="Open3D zoom, smaller is closer (default: 0.8)")
+    view.add_argument("--up", choices=("x", "y", "z"),
+                      help="up axis of the clouds (default: z for ModelNet's folder layout, else y)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from pointea.viz import VisualizationError
+
+    try:
+        if args.curves or args.confusion:
+            return _plot(args)
+        return _draw(args)
+    except (ValueError, FileNotFoundError, VisualizationError) as error:
+        print(f"pointea viz: error: {error}", file=sys.stderr)
+        return 2
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from pointea import plots
+
+    if args.curves and args.confusion:
+        raise ValueError("give --curves or --confusion, not both")
+    if args.curves:
+        run_dir = Path(args.curves)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"run folder not found: {run_dir}")
+        written = plots.plot_training_curves(run_dir, args.out)
+    else:
+        if not args.out:
+            raise ValueError("--confusion needs --out PNG")
+        matrix, names = _read_confusion(Path(args.confusion))
+        written = plots.plot_confusion_matrix(matrix, names, args.out)
+    print(f"wrote {written}")
+    return 0
+
+
+def _read_confusion(path: Path):
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics file not found: {path}")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if isinstance(metrics, dict) and "confusion_matrix" not in metrics and isinstance(metrics.get("metrics"), dict):
+        metrics = metrics["metrics"]
+    if not isinstance(metrics, dict) or "confusion_matrix" not in metrics:
+        raise ValueError(f"{path} holds no 'confusion_matrix' (write one with 'pointea eval --out' "
+                         "on a classification checkpoint)")
+    matrix = np.asarray(metrics["confusion_matrix"])
+    names = metrics.get("classes") or [str(i) for i in range(len(matrix))]
+    return matrix, list(names)
+
+
+# --------------------------------------------------------------------------------------------
+# Clouds
+
+
+def _draw(args: argparse.Namespace) -> int:
+    from pointea import viz
+
+    outputs = [args.out, args.html, args.show]
+    if not any(outputs):
+        if not viz.has_display():
+            raise ValueError("no output chosen and no display for a window: give --out image.png "
+                             "(renders headless), --html page.html or --show")
+        args.show = True
+    if args.out and Path(args.out).suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file, got {args.out}")
+    if args.paths and args.dataset:
+        raise ValueError("give PATHs or --dataset, not both")
+    if args.index and args.count:
+        raise ValueError("give --index or --count, not both")
+    if not args.paths and not args.dataset:
+        raise ValueError("nothing to draw: give point cloud files, --dataset NAME, --curves RUN_DIR "
+                         "or --confusion JSON")
+
+    model = None
+    if args.checkpoint:
+        from pointea.engine.checkpoint import load_model
+
+        model, meta = load_model(args.checkpoint, device=args.device)
+        logger.info("loaded %s (%s)", args.checkpoint, meta.get("task"))
+    else:
+        meta = {}
+    if args.dataset:
+        items, names = _dataset_items(args, meta)
+    else:
+        items, names = _file_items(args, meta)
+    if model is not None:
+        _predict(model, meta, items)
+    args.up = args.up or names.up
+    camera = viz.Camera(azimuth=args.azimuth, elevation=args.elevation, zoom=args.zoom, up=args.up)
+
+    if args.out:
+        image = _render(items, names, args, camera, task=meta.get("task"))
+        viz.save_png(args.out, image)
+        print(f"wrote {args.out} ({image.shape[1]}x{image.shape[0]})")
+    if args.html:
+        _write_html(items, names, args)
+        print(f"wrote {args.html}")
+    if args.show:
+        _show(items, names, args, camera)
+    return 0
+
+
+def _dataset_items(args: argparse.Namespace, meta: Dict[str, Any]):
+    from pointea.engine.evaluate import build_dataset
+
+    if args.dataset != "synthetic" and not args.data_root:
+        raise ValueError(f"--dataset {args.dataset} needs --data-root DIR (only synthetic needs none)")
+    num_points = args.num_points or meta.get("num_points")
+    if num_points is None and args.dataset != "shapenetpart":
+        num_points = 2048 if args.dataset == "synthetic" else 1024
+    dataset = build_dataset(args.dataset, args.split, args.data_root, num_points=num_points,
+                            use_normals=int(meta.get("in_channels", 3)) >= 6)
+    size = len(dataset)
+    if args.count is not None:
+        if args.count < 1:
+            raise ValueError(f"--count must be >= 1, got {args.count}")
+        indices = sorted(set(np.linspace(0, size - 1, min(args.count, size)).round().astype(int).tolist()))
+    else:
+        indices = args.index or [0]
+    for index in indices:
+        if not 0 <= index < size:
+            raise ValueError(f"index {index} is out of range: {args.dataset} {args.split} has {size} "
+                             f"items (0..{size - 1})")
+    classes = getattr(dataset, "categories", None) or getattr(dataset, "classes", None)
+    trained_on = meta.get("categories") or meta.get("classes")
+    if trained_on and classes and list(trained_on) != list(classes):
+        raise ValueError(f"the checkpoint knows {len(trained_on)} classes ({', '.join(trained_on[:4])}, ...) but "
+                         f"{args.dataset} has {len(classes)} ({', '.join(list(classes)[:4])}, ...)")
+    names = Names(list(classes) if classes else None, list(getattr(dataset, "part_names", None) or []) or None,
+                  up=UP_AXIS_OF_LAYOUT.get(getattr(dataset, "layout", None), "y"))
+    items = []
+    for index in indices:
+        sample = dataset[index]
+        label = sample.get("label", sample.get("category"))
+        parts = sample.get("parts")
+        items.append(Item(
+            points=np.asarray(sample["points"], dtype=np.float32),
+            name=f"{args.dataset} {args.split} #{index}",
+            label=int(label) if label is not None else None,
+            parts=np.asarray(parts, dtype=np.int64) if parts is not None else None,
+        ))
+    return items, names
+
+
+def _file_items(args: argparse.Namespace, meta: Dict[str, Any]):
+    from pointea.data.io import read_labeled_point_cloud
+
+    names = Names(meta.get("classes") or meta.get("categories"), meta.get("part_names"))
+    category = None
+    if args.category is not None:
+        categories = meta.get("categories")
+        if not categories:
+            raise ValueError("--category needs a part segmentation --checkpoint, whose categories it names")
+        lowered = [name.lower() for name in categories]
+        if args.category.lower() not in lowered:
+            raise ValueError(f"unknown category {args.category!r}; choose one of: {', '.join(categories)}")
+        category = lowered.index(args.category.lower())
+    items = []
+    for path in args.paths:
+        points, labels = read_labeled_point_cloud(path)
+        items.append(Item(points=points, name=Path(path).name, label=category, parts=labels))
+    return items, names
+
+
+def _predict(model, meta: Dict[str, Any], items: List[Item]) -> None:
+    """Fill ``pred_label`` / ``pred_parts`` of each item as ``pointea predict`` would predict them."""
+    from pointea.engine.predict import predict_points
+
+    categories = meta.get("categories") or []
+    for item in items:
+        if model.config.task == "classification":
+            result = predict_points(item.points, model, meta, topk=1)
+            item.pred_label = int(result["predictions"][0]["index"])
+            continue
+        if item.label is None:
+            raise ValueError(f"segmenting {item.name} needs its category: pass --category NAME "
+                             f"(one of {', '.join(categories)})")
+        category = categories[item.label] if item.label < len(categories) else str(item.label)
+        item.pred_parts = predict_points(item.points, model, meta, category=category)["labels"]
+
+
+def _name(names: Optional[List[str]], index: Optional[int]) -> Optional[str]:
+    if index is None:
+        return None
+    return names[index] if names and 0 <= index < len(names) else f"class {index}"
+
+
+def _render(items: List[Item], names: Names, args: argparse.Namespace, camera, task: Optional[str]) -> np.ndarray:
+    from pointea import viz
+
+    segmentation = any(item.parts is not None or item.pred_parts is not None for item in items)
+    classification = task == "classification" or not segmentation
+    gallery = len(items) > 1
+    point_size = args.point_size or (2.0 if gallery else 3.0)
+    common = dict(point_size=point_size, camera=camera)
+    if gallery:
+        width = args.width or 1200
+        if classification:
+            samples = [viz.ClassificationSample(item.points, item.label, item.pred_label) for item in items]
+            return viz.view_classification_gallery(samples, names.classes or _numbered(items), ncols=args.columns,
+                                                   title=args.title, width=width, height=args.height, **common)
+        samples = [viz.SegmentationSample(item.points, item.parts if item.parts is not None else item.pred_parts,
+                                          item.pred_parts if item.parts is not None else None, item.label)
+                   for item in items]
+        return viz.view_segmentation_gallery(samples, category_names=names.classes, ncols=args.columns,
+                                             errors=args.errors, title=args.title, width=width,
+                                             height=args.height, **common)
+    item = items[0]
+    title = args.title if args.title is not None else _title(item, names)
+    if not classification and item.parts is not None and item.pred_parts is not None:
+        return viz.view_comparison(item.points, item.parts, item.pred_parts, part_names=names.part_names,
+                                   title=title, errors=args.errors, width=args.width or 1200,
+                                   height=args.height or 450, **common)
+    width, height = args.width or 800, args.height or 600
+    if classification and item.pred_label is not None:
+        return viz.view_classification(item.points, true_name=_name(names.classes, item.label),
+                                       pred_name=_name(names.classes, item.pred_label), width=width,
+                                       height=height, **common)
+    parts = item.pred_parts if item.pred_parts is not None else item.parts
+    return viz.view_parts(item.points, parts, part_names=names.part_names, title=title, width=width,
+                          height=height, **common)
+
+
+def _numbered(items: List[Item]) -> List[str]:
+    count = 1 + max([i for item in items for i in (item.label, item.pred_label) if i is not None] or [0])
+    return [f"class {i}" for i in range(count)]
+
+
+def _title(item: Item, names: Names) -> str:
+    label = _name(names.classes, item.label)
+    return f"{label} ({item.name})" if label else item.name
+
+
+def _write_html(items: List[Item], names: Names, args: argparse.Namespace) -> None:
+    from pointea.html_viewer import write_html
+
+    if len(items) != 1:
+        raise ValueError(f"--html draws one cloud, got {len(items)}; choose one file or one --index")
+    item = items[0]
+    title = args.title if args.title is not None else _title(item, names)
+    if item.pred_label is not None:
+        title += f" \u2014 predicted: {_name(names.classes, item.pred_label)}"
+    labels, pred = item.parts, item.pred_parts
+    if labels is None:
+        labels, pred = pred, None
+    write_html(args.html, item.points, labels, pred_labels=pred, label_names=names.part_names, title=title,
+               point_size=args.point_size or 3.0, up=args.up)
+
+
+def _show(items: List[Item], names: Names, args: argparse.Namespace, camera) -> None:
+    from pointea import viz
+    from pointea.palette import part_colors
+
+    clouds = []
+    for item in items:
+        for labels in (item.parts, item.pred_parts):
+            if labels is not None:
+                clouds.append((item.points, part_colors(labels)))
+        if item.parts is not None and item.pred_parts is not None:
+            wrong = item.parts != item.pred_parts
+            clouds.append((item.points, viz.error_colors(wrong)))
+        if item.parts is None and item.pred_parts is None:
+            clouds.append((item.points, None))
+        label = _name(names.classes, item.pred_label if item.pred_label is not None else item.label)
+        print(f"{item.name}: {label or ''}")
+    legend = sorted({int(k) for item in items for labels in (item.parts, item.pred_parts)
+                     if labels is not None for k in np.unique(labels)})
+    for key in legend:
+        name = names.part_names[key] if names.part_names and key < len(names.part_names) else f"label {key}"
+        print(f"  part {key}: {name}")
+    viz.show(clouds, title=args.title or items[0].name, width=args.width or 1024, height=args.height or 768,
+             point_size=args.point_size or 3.0, camera=camera)
