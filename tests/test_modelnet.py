@@ -3,7 +3,6 @@
 import os
 import stat
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -555,13 +554,10 @@ def test_real_modelnet40_folder_layout(real_cache):
     assert trainval.labels[trainval.files.index("airplane/train/airplane_0001.npy")] == 0
     assert trainval.labels[trainval.files.index("xbox/train/xbox_0001.npy")] == 39
     assert torch.isfinite(trainval.points).all()
-    start = time.perf_counter()
     train = ModelNet40(REAL_DATA, split="train", cache_dir=real_cache, layout="folder")
     val = ModelNet40(REAL_DATA, split="val", cache_dir=real_cache, layout="folder")
-    warm_seconds = (time.perf_counter() - start) / 2
     assert len(train) + len(val) == 9843 and set(train.files).isdisjoint(val.files)
     assert sorted(set(val.labels.tolist())) == list(range(40))
-    assert warm_seconds < 5  # generous on a shared CI machine; about 0.3 s when idle
 
 
 @pytest.mark.realdata
