@@ -27,6 +27,7 @@ import numpy as np
 
 from pointea.atomic import atomic_write_text
 from pointea.palette import CORRECT_COLOR, ERROR_COLOR, UNIFORM_COLOR, legend_entries, part_colors
+from pointea.viz import _check_labels, _check_points
 
 PathLike = Union[str, os.PathLike]
 
@@ -105,7 +106,7 @@ def html_page(
     Returns:
         The HTML text.
     """
-    xyz = _checked_xyz(points)
+    xyz = _check_points(points)
     if up not in UP_AXES:
         raise ValueError(f"up axis must be one of {UP_AXES}, got {up!r}")
     if views is None:
@@ -157,36 +158,17 @@ def write_html(path: PathLike, points: np.ndarray, labels: Optional[np.ndarray] 
     return path
 
 
-def _checked_xyz(points: np.ndarray) -> np.ndarray:
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] < 3:
-        raise ValueError(f"points must have shape (N, 3) or (N, C>=3), got {points.shape}")
-    if points.shape[0] == 0:
-        raise ValueError("points is an empty cloud (0 points)")
-    xyz = points[:, :3].astype(np.float64)
-    if not np.isfinite(xyz).all():
-        raise ValueError(f"points holds {int((~np.isfinite(xyz)).any(axis=1).sum())} rows with NaN or inf")
-    return xyz
-
-
-def _checked_labels(labels: np.ndarray, num_points: int, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.shape != (num_points,) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
-        raise ValueError(f"{name} must be integers of shape ({num_points},), got {labels.dtype} {labels.shape}")
-    return labels.astype(np.int64)
-
-
 def _default_views(num_points: int, labels, pred_labels, label_names) -> List[HtmlView]:
     if labels is None and pred_labels is None:
         color = np.asarray(UNIFORM_COLOR, np.uint8)
         return [HtmlView("points", np.zeros(num_points, np.int64), np.tile(color, (num_points, 1)),
                          [(0, f"{num_points} points", tuple(int(c) for c in color))])]
     if labels is None:
-        return [label_view("prediction", _checked_labels(pred_labels, num_points, "pred_labels"), label_names)]
-    labels = _checked_labels(labels, num_points, "labels")
+        return [label_view("prediction", _check_labels(pred_labels, num_points, "pred_labels"), label_names)]
+    labels = _check_labels(labels, num_points, "labels")
     if pred_labels is None:
         return [label_view("labels", labels, label_names)]
-    pred_labels = _checked_labels(pred_labels, num_points, "pred_labels")
+    pred_labels = _check_labels(pred_labels, num_points, "pred_labels")
     return [label_view("ground truth", labels, label_names), label_view("prediction", pred_labels, label_names),
             error_view(labels, pred_labels)]
 

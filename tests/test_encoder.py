@@ -1,4 +1,4 @@
-"""Tests of pointea.nn.encoder: sampling, kNN, masked statistics and pooling, the encoder."""
+"""Tests of pointea.nn.encoder: kNN, masked statistics and pooling, the encoder."""
 
 from __future__ import annotations
 
@@ -12,23 +12,12 @@ from pointea.nn.encoder import (
     knn,
     masked_pool,
     neighbor_max,
-    sample_farthest_points,
 )
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def reference_fps(xyz: torch.Tensor, num_samples: int) -> list:
-    """Textbook farthest point sampling of one cloud (N, 3), starting farthest from the centroid."""
-    chosen = [int((xyz - xyz.mean(0)).norm(dim=1).argmax())]
-    dist = (xyz - xyz[chosen[0]]).norm(dim=1)
-    for _ in range(num_samples - 1):
-        chosen.append(int(dist.argmax()))
-        dist = torch.minimum(dist, (xyz - xyz[chosen[-1]]).norm(dim=1))
-    return chosen
 
 
 def tiny_encoder(**kwargs) -> PointEncoder:
@@ -38,35 +27,6 @@ def tiny_encoder(**kwargs) -> PointEncoder:
     )
     settings.update(kwargs)
     return PointEncoder(**settings)
-
-
-@pytest.mark.parametrize("group_elements", [300, 1 << 15])  # groups of one cloud, whole batch
-def test_farthest_point_sampling_matches_reference(group_elements):
-    xyz = torch.randn(3, 100, 3)
-    idx = sample_farthest_points(xyz, 20, group_elements=group_elements)
-    assert idx.shape == (3, 20)
-    for b in range(3):
-        assert idx[b].tolist() == reference_fps(xyz[b], 20)
-
-
-def test_farthest_point_sampling_picks_the_same_set_after_permutation():
-    xyz = torch.randn(2, 200, 3)
-    perm = torch.randperm(200)
-    original = index_points(xyz, sample_farthest_points(xyz, 32))
-    permuted = index_points(xyz[:, perm], sample_farthest_points(xyz[:, perm], 32))
-    torch.testing.assert_close(permuted, original)  # same points, in the same order
-
-
-def test_farthest_point_sampling_never_picks_padding():
-    xyz = torch.randn(2, 50, 3)
-    mask = torch.ones(2, 50, dtype=torch.bool)
-    mask[1, 10:] = False  # 10 real points, 16 samples: the rest must repeat real points
-    xyz[1, 10:] = 100.0  # far away, would be chosen first if padding leaked in
-    idx = sample_farthest_points(xyz, 16, mask, group_elements=150)
-    assert torch.equal(idx, sample_farthest_points(xyz, 16, mask))
-    assert idx[1].max() < 10
-    assert set(idx[1].tolist()) == set(range(10))
-    assert idx[1, :10].tolist() == reference_fps(xyz[1, :10], 10)
 
 
 @pytest.mark.parametrize("chunk_elements", [2 * 64, 2 * 64 * 3, 1 << 20])  # 1-row, 3-row, 1 chunk

@@ -19,7 +19,6 @@ from pointea.data.transforms import (
     RandomScaleTranslate,
     RandomSubsample,
     ShufflePoints,
-    farthest_point_sample,
 )
 
 
@@ -198,28 +197,6 @@ def test_random_subsample_distinct_points_and_parts():
     short = RandomSubsample(500, generator=_gen())(item)
     index = _check_selection(item, short, 500, distinct=False)
     assert all(len(set(row.tolist())) == 300 for row in index), "short clouds keep every point"
-
-
-def _reference_fps(xyz: torch.Tensor, k: int, start: int = 0) -> list:
-    picked = [start]
-    for _ in range(k - 1):
-        best, best_distance = None, -1.0
-        for i in range(len(xyz)):
-            distance = min(float(((xyz[i] - xyz[j]) ** 2).sum()) for j in picked)
-            if distance > best_distance:
-                best, best_distance = i, distance
-        picked.append(best)
-    return picked
-
-
-def test_farthest_point_sample_matches_reference_loop():
-    xyz = torch.rand(2, 60, 3, generator=_gen(3), dtype=torch.float64)
-    index = farthest_point_sample(xyz, 12)
-    for b in range(2):
-        assert index[b].tolist() == _reference_fps(xyz[b], 12)
-    start = torch.tensor([5, 17])
-    index = farthest_point_sample(xyz, 12, start=start)
-    assert index[1].tolist() == _reference_fps(xyz[1], 12, start=17)
 
 
 def test_farthest_point_subsample_coverage_and_parts():

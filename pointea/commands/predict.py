@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pointea.atomic import atomic_write_text
     from pointea.engine.checkpoint import load_model
-    from pointea.engine.evaluate import resolve_device
+    from pointea.engine.device import resolve_device
     from pointea.engine.predict import predict_files
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -289,6 +289,24 @@ def _columns(named: Dict[str, np.ndarray], source: str) -> Tuple[np.ndarray, Lab
     return points, labels
 
 
+def _read_binary_columns(
+    path: Path, dtype: np.dtype, count: int, offset: int, fmt: str, records: str
+) -> Tuple[np.ndarray, Labels]:
+    """``count`` records of ``dtype`` from byte ``offset`` on, as points and labels.
+
+    ``fmt`` and ``records`` name the format and its records in the error of a truncated file,
+    e.g. ``"PLY"`` and ``"vertices"``.
+    """
+    needed = offset + count * dtype.itemsize
+    size = path.stat().st_size
+    if size < needed:
+        raise ValueError(
+            f"{path}: truncated binary {fmt}, {count} {records} need {needed} bytes, file has {size}"
+        )
+    table = np.fromfile(path, dtype=dtype, count=count, offset=offset)
+    return _columns({name: table[name] for name in dtype.names}, str(path))
+
+
 # --------------------------------------------------------------------------- PLY
 
 def _read_header(handle, path: Path, end: bytes, max_lines: int = 10_000) -> List[str]:
@@ -373,14 +391,7 @@ def _read_ply(path: Path) -> Tuple[np.ndarray, Labels]:
             raise ValueError(f"{path}: PLY element {name!r} with list properties precedes 'vertex'")
         offset += n * sum(np.dtype(_PLY_TYPES[t]).itemsize for _, t, _ in element_props)
     dtype = np.dtype([(name, endian + _PLY_TYPES[t]) for name, t, _ in props])
-    needed = offset + count * dtype.itemsize
-    size = path.stat().st_size
-    if size < needed:
-        raise ValueError(
-            f"{path}: truncated binary PLY, {count} vertices need {needed} bytes, file has {size}"
-        )
-    table = np.fromfile(path, dtype=dtype, count=count, offset=offset)
-    return _columns({name: table[name] for name in dtype.names}, str(path))
+    return _read_binary_columns(path, dtype, count, offset, "PLY", "vertices")
 
 
 def _write_ply(path: Path, points: np.ndarray, colors: Optional[np.ndarray], labels: Optional[np.ndarray]) -> None:
@@ -484,14 +495,7 @@ def _read_pcd(path: Path) -> Tuple[np.ndarray, Labels]:
             column += int(n)
         return _columns(named, str(path))
     if data_kind == "binary":
-        needed = body_offset + count * dtype.itemsize
-        size = path.stat().st_size
-        if size < needed:
-            raise ValueError(
-                f"{path}: truncated binary PCD, {count} points need {needed} bytes, file has {size}"
-            )
-        table = np.fromfile(path, dtype=dtype, count=count, offset=body_offset)
-        return _columns({name: table[name] for name in dtype.names}, str(path))
+        return _read_binary_columns(path, dtype, count, body_offset, "PCD", "points")
     if data_kind == "binary_compressed":
         return _columns(_read_pcd_compressed(path, body_offset, dtype, count), str(path))
     raise ValueError(f"{path}: unknown PCD DATA {data_kind!r}; expected ascii, binary or binary_compressed")

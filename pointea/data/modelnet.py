@@ -139,6 +139,22 @@ def read_hdf5_arrays(path: Path, required: Sequence[str], optional: Sequence[str
         raise ValueError(f"{path}: cannot read HDF5 file, truncated or not HDF5 ({error})") from None
 
 
+def list_hdf5_files(folder: Path, list_file: Path, split: str) -> List[Path]:
+    """The HDF5 files of ``split``: those named in ``list_file`` when it exists (names are taken
+    relative to ``folder``), else ``folder/ply_data_<split>*.h5`` in natural order; may be empty.
+
+    Raises:
+        FileNotFoundError: a file named in ``list_file`` does not exist.
+    """
+    if not list_file.is_file():
+        return sorted(folder.glob(f"ply_data_{split}*.h5"), key=_natural_key)
+    files = [folder / Path(line).name for line in read_name_list(list_file, "HDF5 file list")]
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"HDF5 file {path} listed in {list_file} not found")
+    return files
+
+
 def check_shape_points(points: np.ndarray, source: str) -> np.ndarray:
     """Validate a stack of clouds ``(M, N, C)``; the error names the first bad shape."""
     if points.ndim != 3 or points.shape[2] < 3:
@@ -354,13 +370,7 @@ class _ModelNet(Dataset):
         classes = read_name_list(names_file, f"{self.name} class names file")
         self._check_class_count(classes, names_file)
         list_file = folder / f"{split}_files.txt"
-        if list_file.is_file():
-            files = [folder / Path(line).name for line in read_name_list(list_file, "HDF5 file list")]
-            for path in files:
-                if not path.is_file():
-                    raise FileNotFoundError(f"HDF5 file {path} listed in {list_file} not found")
-        else:
-            files = sorted(folder.glob(f"ply_data_{split}*.h5"), key=_natural_key)
+        files = list_hdf5_files(folder, list_file, split)
         if not files:
             raise self._missing_split(split, folder, f"{list_file.name} or ply_data_{split}*.h5")
         points, labels, ids = [], [], []

@@ -34,9 +34,9 @@ from torch.utils.data import Dataset
 from pointea.data.cache import cache_file, load_or_build
 from pointea.data.io import validate_points
 from pointea.data.modelnet import (
-    _natural_key,
     check_labels,
     check_shape_points,
+    list_hdf5_files,
     load_text_table,
     read_hdf5_arrays,
     read_name_list,
@@ -426,13 +426,7 @@ class ShapeNetPart(Dataset):
     def _load_hdf5(self, split: str) -> Dict[str, np.ndarray]:
         folder = self.layout_dir
         list_file = folder / f"{split}_hdf5_file_list.txt"
-        if list_file.is_file():
-            files = [folder / Path(line).name for line in read_name_list(list_file, "HDF5 file list")]
-            for path in files:
-                if not path.is_file():
-                    raise FileNotFoundError(f"HDF5 file {path} listed in {list_file} not found")
-        else:
-            files = sorted(folder.glob(f"ply_data_{split}*.h5"), key=_natural_key)
+        files = list_hdf5_files(folder, list_file, split)
         if not files:
             raise FileNotFoundError(
                 f"ShapeNetPart {split} split missing in the hdf5 layout at {folder}: expected "

@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from pointea.ops import farthest_point_sample
+
 Item = Dict[str, Any]
 POINT_KEYS = ("parts", "mask")  # per-point values that follow the points when they are reordered
 
@@ -87,35 +89,6 @@ def _gather_points(item: Item, index: Tensor, single: bool) -> Item:
 
 def _format_args(**kwargs: Any) -> str:
     return ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
-
-
-def farthest_point_sample(xyz: Tensor, k: int, start: Optional[Tensor] = None) -> Tensor:
-    """Farthest point sampling: greedily pick the point farthest from those already picked.
-
-    Args:
-        xyz: ``(B, N, 3)`` coordinates (extra channels are ignored).
-        k: number of points to pick; when ``k > N`` the picks repeat once all points are taken.
-        start: ``(B,)`` int64 index of the first pick per cloud (default: point 0).
-
-    Returns:
-        ``(B, k)`` int64 indices into ``N``.
-    """
-    if xyz.ndim != 3 or xyz.shape[-1] < 3:
-        raise ValueError(f"xyz must have shape (B, N, 3), got {tuple(xyz.shape)}")
-    if k < 1:
-        raise ValueError(f"k must be positive, got {k}")
-    B, N, _ = xyz.shape
-    xyz = xyz[..., :3]
-    index = torch.empty(B, k, dtype=torch.long, device=xyz.device)
-    nearest = torch.full((B, N), float("inf"), dtype=xyz.dtype, device=xyz.device)  # distance to picked set
-    current = torch.zeros(B, dtype=torch.long, device=xyz.device) if start is None else start.to(xyz.device)
-    rows = torch.arange(B, device=xyz.device)
-    for i in range(k):
-        index[:, i] = current
-        picked = xyz[rows, current]  # (B, 3)
-        nearest = torch.minimum(nearest, ((xyz - picked[:, None]) ** 2).sum(-1))
-        current = nearest.argmax(dim=1)
-    return index
 
 
 # --------------------------------------------------------------------------- transforms
@@ -314,10 +287,11 @@ class FarthestPointSubsample:
     def __call__(self, item: Item) -> Item:
         points, single = _batched_points(item)
         B, N, _ = points.shape
-        start = None
         if self.random_start:
             start = (_uniform((B,), points, self.generator) * N).long().clamp_max(N - 1)
-        index = farthest_point_sample(points[..., :3], self.num_points, start)
+        else:
+            start = torch.zeros(B, dtype=torch.long, device=points.device)
+        index = farthest_point_sample(points[..., :3], self.num_points, start=start)
         return _gather_points(item, index, single)
 
     def __repr__(self) -> str:

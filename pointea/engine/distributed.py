@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from pointea.engine.device import resolve_device
 from pointea.nn.encoder import MaskedBatchNorm
 
 
@@ -37,26 +38,6 @@ class DistributedContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``.
-
-    Raises:
-        ValueError: CUDA requested but unavailable, or an unknown device string.
-    """
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"train.device is {name!r}; use auto, cpu, cuda or cuda:K") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device is {name!r} but CUDA is not available; use cpu or auto")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
-    return device
 
 
 def init_distributed(device_name: str = "auto", timeout_s: float = 1800.0) -> DistributedContext:

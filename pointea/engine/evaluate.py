@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from pointea.engine.device import resolve_device
 from pointea.engine.metrics import ClassificationMeter, PartSegmentationMeter
 
 logger = logging.getLogger(__name__)
@@ -26,19 +27,6 @@ PathLike = Union[str, os.PathLike]
 
 DATASET_NAMES = ("modelnet40", "modelnet10", "shapenetpart", "synthetic")
 VOTE_SCALE = (0.85, 1.15)  # per-axis scale range of the voting passes (PointMLP's voting script)
-
-
-def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU; other names pass through to ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use cpu or auto")
-    return resolved
 
 
 def evaluate_model(
@@ -241,12 +229,15 @@ def evaluate(
 
 
 def dataset_options(name: str, data_config: Dict[str, Any], split: str) -> Dict[str, Any]:
-    """Dataset keyword arguments recorded in a run's ``data`` config, so that evaluating the
-    ``val`` split holds out exactly the clouds training held out.
+    """Dataset keyword arguments from a run's ``data`` config.
+
+    Training builds its splits with these and evaluation rebuilds them from the checkpoint, so
+    that evaluating the ``val`` split holds out exactly the clouds training held out.
 
     Args:
         name: dataset name.
-        data_config: the ``"data"`` section of a checkpoint's ``"config"`` (a dict; may be empty).
+        data_config: a ``DataConfig`` as a dict, e.g. the ``"data"`` section of a checkpoint's
+            ``"config"`` (may be empty: missing keys take the ``DataConfig`` defaults).
         split: the split to build.
     """
     split_seed = data_config.get("split_seed", 0)

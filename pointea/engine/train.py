@@ -32,7 +32,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
@@ -148,21 +148,6 @@ class TrainData:
         return len(self.train_set)
 
 
-def _dataset_options(config: Config, split: str) -> Dict[str, Any]:
-    data = config.data
-    if data.name == "synthetic":
-        options: Dict[str, Any] = {"seed": data.split_seed}
-        if data.num_samples is not None:
-            options["num_samples"] = data.num_samples if split == "train" else max(1, data.num_samples // 4)
-        return options
-    options = {"cache_dir": data.cache_dir}
-    if data.name == "shapenetpart":
-        options.update(categories=data.categories, seed=data.split_seed)
-    else:
-        options.update(val_fraction=data.val_fraction, split_seed=data.split_seed)
-    return options
-
-
 def _as_tensors(dataset: Any, task: str, device: torch.device) -> Optional[Dict[str, Tensor]]:
     """The whole split as device tensors, normalized to the unit sphere, or None if not in memory."""
     from pointea.data.transforms import NormalizeUnitSphere
@@ -188,7 +173,7 @@ def build_data(config: Config, task: str, device: torch.device) -> TrainData:
     Raises:
         ValueError: the task does not fit the dataset (ModelNet has no part labels).
     """
-    from pointea.engine.evaluate import build_dataset
+    from pointea.engine.evaluate import build_dataset, dataset_options
 
     data = config.data
     if task == "segmentation" and data.name in ("modelnet40", "modelnet10"):
@@ -204,7 +189,7 @@ def build_data(config: Config, task: str, device: torch.device) -> TrainData:
     sets = {
         split: build_dataset(
             data.name, split, data.root, num_points=data.num_points, use_normals=data.use_normals,
-            **_dataset_options(config, split),
+            **dataset_options(data.name, asdict(data), split),
         )
         for split in ("train", "val")
     }

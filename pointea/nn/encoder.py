@@ -19,14 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointea.nn.attention import AttentionBlock
+from pointea.ops import farthest_point_sample
 
 POOLING_TYPES = ("max", "mean", "maxmean")
-
-# PyTorch splits CPU element-wise ops over threads above 32,768 elements. Inside farthest point
-# sampling's sequential loop of small ops the thread synchronisation costs more than it saves
-# (up to 100x more when other processes share the cores), so on CPUs the batch is sampled in
-# groups of clouds small enough to keep every op of the loop on one thread.
-FPS_CPU_GROUP_ELEMENTS = 32768
 
 # Largest number of entries of one (B, rows, N) distance block in ``knn``: queries are processed
 # in chunks so that memory stays linear in the number of points.
@@ -133,68 +128,6 @@ def neighbor_max(x: Tensor, idx: Tensor) -> Tensor:
     return F.embedding_bag(bags, x.reshape(B * N, C), mode="max").view(B, M, C)
 
 
-def sample_farthest_points(
-    xyz: Tensor,
-    num_samples: int,
-    mask: Optional[Tensor] = None,
-    group_elements: int = FPS_CPU_GROUP_ELEMENTS,
-) -> Tensor:
-    """Farthest point sampling, batched, pure PyTorch.
-
-    The first sample is the point farthest from the cloud's centroid (instead of a fixed index),
-    so the sampled *set* does not depend on the order of the points: the encoder stays
-    permutation invariant (up to exact distance ties). Padded points are never sampled; when a
-    cloud has fewer real points than ``num_samples`` the remaining samples repeat real points.
-
-    Args:
-        xyz: coordinates (B, N, 3).
-        num_samples: number of points M to sample.
-        mask: optional (B, N) bool, True = real point.
-        group_elements: on CPUs, clouds are sampled in groups of at most this many coordinates
-            (see ``FPS_CPU_GROUP_ELEMENTS``).
-
-    Returns:
-        indices (B, M) int64.
-    """
-    B, N, _ = xyz.shape
-    group = max(1, group_elements // (3 * N))
-    exporting = torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-    if xyz.device.type != "cpu" or group >= B or exporting:
-        return _farthest_point_loop(xyz, num_samples, mask)
-    groups: List[Tensor] = []
-    for start in range(0, B, group):
-        group_mask: Optional[Tensor] = None
-        if mask is not None:
-            group_mask = mask[start:start + group]
-        groups.append(_farthest_point_loop(xyz[start:start + group], num_samples, group_mask))
-    return torch.cat(groups, dim=0)
-
-
-def _farthest_point_loop(xyz: Tensor, num_samples: int, mask: Optional[Tensor]) -> Tensor:
-    """Farthest point sampling of a whole batch at once; see ``sample_farthest_points``."""
-    B, N, _ = xyz.shape
-    xyz = xyz.detach().transpose(1, 2).contiguous()  # (B, 3, N): coordinate planes
-    if mask is None:
-        centroid = xyz.mean(dim=2, keepdim=True)  # (B, 3, 1)
-    else:
-        weights = mask.unsqueeze(1).to(xyz.dtype)  # (B, 1, N)
-        centroid = (xyz * weights).sum(dim=2, keepdim=True) / weights.sum(dim=2, keepdim=True).clamp_min(1.0)
-    start_dist = (xyz - centroid).square().sum(dim=1)  # (B, N)
-    # Distance from each point to the sampled set; padded points sit at -1 and are never chosen.
-    min_dist = torch.full((B, N), float("inf"), dtype=xyz.dtype, device=xyz.device)
-    if mask is not None:
-        start_dist = start_dist.masked_fill(~mask, -1.0)
-        min_dist = min_dist.masked_fill(~mask, -1.0)
-    farthest = start_dist.argmax(dim=1)  # (B,)
-    indices: List[Tensor] = []
-    for _ in range(num_samples):
-        indices.append(farthest)
-        chosen = xyz.gather(2, farthest.view(B, 1, 1).expand(B, 3, 1))  # (B, 3, 1)
-        min_dist = torch.minimum(min_dist, (xyz - chosen).square().sum(dim=1))
-        farthest = min_dist.argmax(dim=1)
-    return torch.stack(indices, dim=1)  # (B, M)
-
-
 def knn(
     query: Tensor,
     ref: Tensor,
@@ -277,7 +210,7 @@ class NeighborEmbedding(nn.Module):
         self, xyz: Tensor, feats: Tensor, mask: Optional[Tensor] = None
     ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         if self.num_samples > 0:
-            idx = sample_farthest_points(xyz, self.num_samples, mask)  # (B, M)
+            idx = farthest_point_sample(xyz, self.num_samples, mask)  # (B, M)
             center_xyz = index_points(xyz, idx)  # (B, M, 3)
             center_feats = index_points(feats, idx)  # (B, M, in_dim)
             center_mask: Optional[Tensor] = None
