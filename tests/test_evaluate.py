@@ -1,6 +1,5 @@
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,18 +236,13 @@ def test_eval_command_reports_bad_checkpoint(tmp_path, capsys):
     assert str(bad) in capsys.readouterr().err
 
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.mark.realdata
-@pytest.mark.skipif(not (SHARED_DATA / "shapenetcore_partanno_segmentation_benchmark_v0").is_dir(),
-                    reason="real ShapeNetPart sample not found in ../shared/data")
-def test_shapenetpart_whole_clouds_match_sklearn(tmp_path):
+@pytest.mark.realdata("shapenetcore_partanno_segmentation_benchmark_v0")
+def test_shapenetpart_whole_clouds_match_sklearn(tmp_path, shared_data):
     from sklearn.metrics import jaccard_score
 
     from pointea.engine.evaluate import build_dataset
 
-    dataset = build_dataset("shapenetpart", "train", SHARED_DATA, num_points=None, cache_dir=tmp_path)
+    dataset = build_dataset("shapenetpart", "train", shared_data, num_points=None, cache_dir=tmp_path)
     model = tiny_segmenter(dataset.category_parts)
     result = evaluate_model(model, dataset, batch_size=len(dataset))  # one padded, masked batch
     expected = {}

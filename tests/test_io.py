@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +18,6 @@ from pointea.data.io import (
     validate_points,
     write_point_cloud,
 )
-
-DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def _cloud(n: int = 200, normals: bool = False, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -433,11 +429,9 @@ def test_import_does_not_load_open3d():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.realdata
-def test_reads_real_modelnet_text_file():
-    folder = DATA_ROOT / "modelnet40_normal_resampled"
-    if not folder.is_dir():
-        pytest.skip(f"real data not found at {folder}")
+@pytest.mark.realdata("modelnet40_normal_resampled")
+def test_reads_real_modelnet_text_file(shared_data):
+    folder = shared_data / "modelnet40_normal_resampled"
     path = next(folder.glob("*/*_*.txt"))
     points = read_point_cloud(path)
     assert points.shape == (10_000, 6)

@@ -20,11 +20,6 @@ from pointea.data.modelnet import (
     stratified_holdout,
 )
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_real_data = pytest.mark.skipif(
-    not (REAL_DATA / "ModelNet40").is_dir(), reason=f"real data not found at {REAL_DATA}"
-)
-
 # --------------------------------------------------------------------------- fixture writers
 
 
@@ -109,11 +104,6 @@ def files_under(folder):
     if not folder.exists():
         return []
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
-
-@pytest.fixture
-def cache_dir(tmp_path):
-    return tmp_path / "cache"
 
 
 SMALL_COUNTS = {"airplane": {"train": 6, "test": 2}, "bed": {"train": 4, "test": 1}, "xbox": {"train": 1}}
@@ -543,10 +533,9 @@ def real_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("modelnet_real_cache")
 
 
-@pytest.mark.realdata
-@needs_real_data
-def test_real_modelnet40_folder_layout(real_cache):
-    trainval = ModelNet40(REAL_DATA, split="trainval", cache_dir=real_cache, layout="folder")
+@pytest.mark.realdata("ModelNet40")
+def test_real_modelnet40_folder_layout(real_cache, shared_data):
+    trainval = ModelNet40(shared_data, split="trainval", cache_dir=real_cache, layout="folder")
     assert len(trainval) == 9843 and trainval.points.shape == (9843, 1024, 3)
     assert trainval.num_classes == 40 and trainval.classes[0] == "airplane" and trainval.classes[39] == "xbox"
     assert sorted(set(trainval.labels.tolist())) == list(range(40))
@@ -554,24 +543,22 @@ def test_real_modelnet40_folder_layout(real_cache):
     assert trainval.labels[trainval.files.index("airplane/train/airplane_0001.npy")] == 0
     assert trainval.labels[trainval.files.index("xbox/train/xbox_0001.npy")] == 39
     assert torch.isfinite(trainval.points).all()
-    train = ModelNet40(REAL_DATA, split="train", cache_dir=real_cache, layout="folder")
-    val = ModelNet40(REAL_DATA, split="val", cache_dir=real_cache, layout="folder")
+    train = ModelNet40(shared_data, split="train", cache_dir=real_cache, layout="folder")
+    val = ModelNet40(shared_data, split="val", cache_dir=real_cache, layout="folder")
     assert len(train) + len(val) == 9843 and set(train.files).isdisjoint(val.files)
     assert sorted(set(val.labels.tolist())) == list(range(40))
 
 
-@pytest.mark.realdata
-@needs_real_data
-def test_real_modelnet40_test_split_is_missing(real_cache):
+@pytest.mark.realdata("ModelNet40")
+def test_real_modelnet40_test_split_is_missing(real_cache, shared_data):
     with pytest.raises(FileNotFoundError, match=r"ModelNet40 test split missing .*ModelNet40"):
-        ModelNet40(REAL_DATA, split="test", cache_dir=real_cache, layout="folder")
+        ModelNet40(shared_data, split="test", cache_dir=real_cache, layout="folder")
 
 
-@pytest.mark.realdata
-@needs_real_data
-def test_real_modelnet40_text_layout(real_cache):
-    folder = REAL_DATA / "modelnet40_normal_resampled"
-    train = ModelNet40(REAL_DATA, split="trainval", use_normals=True, cache_dir=real_cache, layout="text")
+@pytest.mark.realdata("ModelNet40")
+def test_real_modelnet40_text_layout(real_cache, shared_data):
+    folder = shared_data / "modelnet40_normal_resampled"
+    train = ModelNet40(shared_data, split="trainval", use_normals=True, cache_dir=real_cache, layout="text")
     test = ModelNet40(folder, split="test", cache_dir=real_cache)
     listed = (folder / "modelnet40_train.txt").read_text().split()
     assert len(train) == 68 == len(listed) and len(test) == 10

@@ -21,9 +21,7 @@ from pointea.data.shapenetpart import (
     ShapeNetPart,
 )
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-REAL_V0 = REAL_DATA / "shapenetcore_partanno_segmentation_benchmark_v0"
-needs_real_data = pytest.mark.skipif(not REAL_V0.is_dir(), reason=f"real data not found at {REAL_V0}")
+REAL_V0 = "shapenetcore_partanno_segmentation_benchmark_v0"  # folder of the real sample in ../shared/data
 
 AIRPLANE, LAMP, MUG = "02691156", "03636649", "03797390"
 CATEGORY_OF = {synset: i for i, synset in enumerate(SHAPENETPART_SYNSETS.values())}
@@ -113,11 +111,6 @@ def files_under(folder):
     if not folder.exists():
         return []
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
-
-@pytest.fixture
-def cache_dir(tmp_path):
-    return tmp_path / "cache"
 
 
 # --------------------------------------------------------------------------- tables
@@ -427,10 +420,9 @@ def real_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("shapenetpart_real_cache")
 
 
-@pytest.mark.realdata
-@needs_real_data
-def test_real_v0_shapes(real_cache):
-    ds = ShapeNetPart(REAL_DATA, split="train", num_points=None, cache_dir=real_cache, layout="v0")
+@pytest.mark.realdata(REAL_V0)
+def test_real_v0_shapes(real_cache, shared_data):
+    ds = ShapeNetPart(shared_data, split="train", num_points=None, cache_dir=real_cache, layout="v0")
     assert len(ds) == 16 and sorted(ds.labels.tolist()) == list(range(16))
     for i in range(len(ds)):
         item = ds[i]
@@ -438,12 +430,11 @@ def test_real_v0_shapes(real_cache):
         assert 2209 <= len(item["points"]) <= 2834
         assert set(item["parts"].tolist()) <= set(parts)
         assert ds.files[i].split("/")[0] == SHAPENETPART_SYNSETS[ds.categories[int(item["category"])]]
-    sampled = ShapeNetPart(REAL_V0, split="train", num_points=2048, cache_dir=real_cache)
+    sampled = ShapeNetPart(shared_data / REAL_V0, split="train", num_points=2048, cache_dir=real_cache)
     assert sampled[0]["points"].shape == (2048, 3)
 
 
-@pytest.mark.realdata
-@needs_real_data
-def test_real_v0_test_split_is_missing(real_cache):
+@pytest.mark.realdata(REAL_V0)
+def test_real_v0_test_split_is_missing(real_cache, shared_data):
     with pytest.raises(FileNotFoundError, match=r"ShapeNetPart test split missing .*shuffled_test_file_list\.json"):
-        ShapeNetPart(REAL_DATA, split="test", cache_dir=real_cache)
+        ShapeNetPart(shared_data, split="test", cache_dir=real_cache)

@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -456,18 +455,12 @@ def test_cli_plots_curves_and_confusion(tmp_path):
     assert _viz(["--confusion", str(metrics), "--out", str(tmp_path / "c2.png")]) == 2
 
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.mark.realdata
-def test_cli_draws_a_real_shapenetpart_shape_with_its_category_parts(open3d, tmp_path):
-    root = SHARED_DATA / "shapenetcore_partanno_segmentation_benchmark_v0"
-    if not root.is_dir():
-        pytest.skip(f"real ShapeNetPart sample not found at {root}")
+@pytest.mark.realdata("shapenetcore_partanno_segmentation_benchmark_v0")
+def test_cli_draws_a_real_shapenetpart_shape_with_its_category_parts(open3d, tmp_path, shared_data):
     from pointea.data.shapenetpart import SHAPENETPART_CATEGORY_PARTS
 
     out = tmp_path / "real.png"
-    assert _viz(["--dataset", "shapenetpart", "--data-root", str(SHARED_DATA), "--split", "train", "--index", "0",
+    assert _viz(["--dataset", "shapenetpart", "--data-root", str(shared_data), "--split", "train", "--index", "0",
                  "--out", str(out), "--width", "400", "--height", "300", "--no-errors"]) == 0
     image = _read_png(out)
     assert image.shape == (300, 400, 3)
