@@ -139,6 +139,42 @@ def read_hdf5_arrays(path: Path, required: Sequence[str], optional: Sequence[str
         raise ValueError(f"{path}: cannot read HDF5 file, truncated or not HDF5 ({error})") from None
 
 
+def choose_layout(
+    name: str,
+    root: Path,
+    detect: Callable[[], Dict[str, Path]],
+    preference: Sequence[str],
+    requested: Optional[str],
+    download: bool,
+    not_found_message: Callable[[Optional[str]], str],
+) -> Tuple[str, Path]:
+    """Find the dataset layout to read under ``root``: the requested one, else the first found.
+
+    Downloads the dataset first when nothing is found and ``download`` is set.
+
+    Returns:
+        The layout name and its folder.
+
+    Raises:
+        FileNotFoundError: no (requested) layout under ``root``, with ``not_found_message``.
+    """
+    found = detect()
+    if not found and download:
+        from pointea.data.download import download_dataset
+
+        download_dataset(name.lower(), root)
+        found = detect()
+    if requested is not None:
+        found = {requested: found[requested]} if requested in found else {}
+    if not found:
+        raise FileNotFoundError(not_found_message(requested))
+    layout = next(candidate for candidate in preference if candidate in found)
+    if len(found) > 1:
+        logger.info("%s: several layouts under %s (%s); using %s (pass layout= to choose)",
+                    name, root, ", ".join(found), layout)
+    return layout, found[layout]
+
+
 def list_hdf5_files(folder: Path, list_file: Path, split: str) -> List[Path]:
     """The HDF5 files of ``split``: those named in ``list_file`` when it exists (names are taken
     relative to ``folder``), else ``folder/ply_data_<split>*.h5`` in natural order; may be empty.
@@ -228,21 +264,9 @@ class _ModelNet(Dataset):
         self.cache_dir = cache_dir
         self.in_channels = 6 if use_normals else 3
 
-        found = self._detect_layouts()
-        if not found and download:
-            from pointea.data.download import download_dataset
-
-            download_dataset(self.name.lower(), self.root)
-            found = self._detect_layouts()
-        if layout is not None:
-            found = {layout: found[layout]} if layout in found else {}
-        if not found:
-            raise FileNotFoundError(self._not_found_message(layout))
-        self.layout = next(name for name in LAYOUTS if name in found)
-        self.layout_dir = found[self.layout]
-        if len(found) > 1:
-            logger.info("%s: several layouts under %s (%s); using %s (pass layout= to choose)",
-                        self.name, self.root, ", ".join(found), self.layout)
+        self.layout, self.layout_dir = choose_layout(
+            self.name, self.root, self._detect_layouts, LAYOUTS, layout, download, self._not_found_message
+        )
 
         official_split = "test" if split == "test" else "train"
         loader = {"hdf5": self._load_hdf5, "folder": self._load_folder, "text": self._load_text}

@@ -36,6 +36,7 @@ from pointea.data.io import validate_points
 from pointea.data.modelnet import (
     check_labels,
     check_shape_points,
+    choose_layout,
     list_hdf5_files,
     load_text_table,
     read_hdf5_arrays,
@@ -204,21 +205,9 @@ class ShapeNetPart(Dataset):
         self.num_classes = len(SHAPENETPART_CATEGORIES)
         self.selected_categories = self._parse_categories(categories)
 
-        found = self._detect_layouts()
-        if not found and download:
-            from pointea.data.download import download_dataset
-
-            download_dataset("shapenetpart", self.root)
-            found = self._detect_layouts()
-        if layout is not None:
-            found = {layout: found[layout]} if layout in found else {}
-        if not found:
-            raise FileNotFoundError(self._not_found_message(layout))
-        self.layout = next(name for name in LAYOUTS if name in found)
-        self.layout_dir = found[self.layout]
-        if len(found) > 1:
-            logger.info("ShapeNetPart: several layouts under %s (%s); using %s (pass layout= to choose)",
-                        self.root, ", ".join(found), self.layout)
+        self.layout, self.layout_dir = choose_layout(
+            "ShapeNetPart", self.root, self._detect_layouts, LAYOUTS, layout, download, self._not_found_message
+        )
         if use_normals and self.layout == "v0":
             raise ValueError(
                 f"use_normals=True but the v0 layout at {self.layout_dir} has no normals (.pts rows are "
