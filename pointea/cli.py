@@ -12,6 +12,7 @@ import sys
 from typing import Optional, Sequence
 
 from pointea import __version__
+from pointea.engine.allocator import configure_allocator
 
 COMMANDS = ("train", "eval", "predict", "export", "models", "download", "viz")
 
@@ -37,6 +38,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    configure_allocator()
     return int(args.handler(args) or 0)
 
 

@@ -143,6 +143,46 @@ def test_external_attention_with_all_points_padded_stays_finite():
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("heads", [1, 4])
+def test_tiled_inference_path_matches_paper_formulas(heads):
+    # tile_size 5 with N = 23: five tiles, the last one of 3 points.
+    layer = ExternalAttention(DIM, memory_size=S, num_heads=heads, tile_size=5)
+    x = torch.randn(B, N, DIM) * 3  # large logits exercise the running maximum
+    seen = capture_memory_input(layer)
+    with torch.no_grad():
+        out = layer(x)
+    assert [weights.shape[2] for weights in seen] == [5, 5, 5, 5, 3]  # one M_v call per tile
+    d = DIM // heads
+    parts = layer.proj_in(x).view(B, N, heads, d).transpose(1, 2)
+    weights, per_head = reference_external_attention(parts, layer.mk.weight, layer.mv.weight)
+    expected = layer.proj_out(per_head.transpose(1, 2).reshape(B, N, DIM))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(seen, dim=2), weights, atol=1e-6, rtol=1e-5)
+
+
+def test_tiled_inference_path_excludes_padding_like_the_one_pass_path():
+    layer = ExternalAttention(DIM, memory_size=S, tile_size=5)
+    x = torch.randn(3, N, DIM) * 3
+    mask = torch.rand(3, N) > 0.4
+    mask[0, :12] = False  # the first tiles hold no real point: running maximum starts at -inf
+    mask[1] = False  # no real point at all: all weights exactly 0
+    with torch.no_grad():
+        tiled = layer(x, mask)
+        layer.tile_size = 0
+        one_pass = layer(x, mask)
+    torch.testing.assert_close(tiled[mask], one_pass[mask], atol=1e-5, rtol=1e-5)
+    assert torch.equal(tiled[1], torch.zeros(N, DIM))
+    assert torch.isfinite(tiled).all()
+
+
+def test_training_uses_the_one_pass_path_and_backpropagates():
+    layer = ExternalAttention(DIM, memory_size=S, tile_size=5)
+    seen = capture_memory_input(layer)
+    layer(torch.randn(B, N, DIM)).sum().backward()
+    assert len(seen) == 1 and seen[0].shape[2] == N
+    assert layer.mk.weight.grad is not None and layer.mv.weight.grad is not None
+
+
 def test_bad_arguments_raise_value_errors_naming_choices():
     with pytest.raises(ValueError, match="valid: ea, mhea, sa, ssa, oa, none"):
         build_attention("transformer", DIM)

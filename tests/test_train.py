@@ -176,9 +176,3 @@ def test_cosine_schedule_with_warmup():
     assert factors[2] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
     assert factors[10] == pytest.approx(0.1)
-
-
-def test_allocator_setting_applies():
-    if not sys.platform.startswith("linux"):
-        pytest.skip("glibc mallopt only on Linux")
-    assert train_module.configure_allocator() is True

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from pointea.atomic import atomic_path, atomic_write_text
+from pointea.engine.allocator import configure_allocator
 from pointea.nn.attention import build_attention
 
 LOG = logging.getLogger("bench_attention")
@@ -246,12 +247,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--time-budget", type=float, default=30.0, help="seconds allowed per pass")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="keep glibc's default malloc thresholds (what the pointea CLI sets otherwise)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, help="write a log-log plot (PNG) here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    malloc_tuned = False if args.no_malloc_tuning else configure_allocator()
 
     results = bench(args)
     print(format_table(results))
@@ -264,6 +268,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "settings": settings,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "malloc_tuned": malloc_tuned,
             "results": results,
             "summary": ratios,
         }

@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write the results as JSON")
     args = parser.parse_args(argv)
 
-    from pointea.engine.train import configure_allocator
+    from pointea.engine.allocator import configure_allocator
 
     tuned = False if args.no_malloc_tuning else configure_allocator()
     if args.threads:

@@ -23,14 +23,12 @@ uninterrupted run would have (bit-exact with ``train.deterministic: true``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import math
 import os
 import random
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +42,7 @@ from torch import Tensor, nn
 from pointea.atomic import atomic_write_text
 from pointea.config import Config, config_from_dict, config_to_dict, save_config
 from pointea.engine import distributed as dist_utils
+from pointea.engine.allocator import configure_allocator
 from pointea.engine.distributed import DistributedContext
 
 logger = logging.getLogger(__name__)
@@ -53,12 +52,6 @@ PathLike = Union[str, os.PathLike]
 # Crash-recovery testing aid: when set to N, the training process SIGKILLs itself right after
 # optimizer step N, as a power cut or an OOM killer would.
 KILL_AFTER_STEPS_ENV = "POINTEA_KILL_AFTER_STEPS"
-# Set to 1 to keep glibc's default malloc behaviour (see configure_allocator).
-NO_MALLOC_TUNING_ENV = "POINTEA_NO_MALLOC_TUNING"
-
-_M_TRIM_THRESHOLD = -1  # glibc mallopt parameter ids (malloc.h)
-_M_MMAP_THRESHOLD = -3
-_HEAP_THRESHOLD = 1 << 30  # 1 GiB: tensors below this reuse heap memory instead of fresh mmaps
 
 AUGMENTATION_CLASSES = {
     "normalize": "NormalizeUnitSphere",
@@ -70,30 +63,6 @@ AUGMENTATION_CLASSES = {
     "shuffle": "ShufflePoints",
 }
 DEFAULT_SELECT_METRIC = {"classification": "overall_accuracy", "segmentation": "instance_miou"}
-
-
-def configure_allocator() -> bool:
-    """Stop glibc malloc from returning freed tensor memory to the OS after every step.
-
-    With default settings each training step maps fresh pages for its activations and pays a
-    page fault per 4 KiB on first touch; on CPU that can halve training speed. Raising the mmap
-    threshold and disabling heap trimming (``mallopt``) keeps the memory in the heap for reuse.
-    Numerics are unchanged. No-op off glibc or when ``POINTEA_NO_MALLOC_TUNING=1``.
-
-    Returns:
-        True when the settings were applied.
-    """
-    if os.environ.get(NO_MALLOC_TUNING_ENV) == "1" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok_mmap = mallopt(_M_MMAP_THRESHOLD, _HEAP_THRESHOLD)
-    ok_trim = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    return bool(ok_mmap and ok_trim)
 
 
 # --------------------------------------------------------------------------- seeds

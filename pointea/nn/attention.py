@@ -12,7 +12,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,9 @@ ATTENTION_TYPES = ("ea", "mhea", "sa", "ssa", "oa", "none")
 
 # Added to the sum over the memory slots before dividing by it (EANet's double normalization).
 DOUBLE_NORM_EPS = 1e-9
+# Without autograd, external attention over more points than this runs tile by tile (see
+# ExternalAttention.tile_size).
+EA_TILE_SIZE = 2048
 
 
 def _masked_logits(logits: Tensor, mask: Optional[Tensor], dim: int) -> Tensor:
@@ -63,6 +66,13 @@ class ExternalAttention(nn.Module):
 
     Because step 1 runs over N, a slot's weights depend on the number of points in the cloud.
 
+    Without autograd (inference) and with more than ``tile_size`` points, the double
+    normalization runs over tiles of ``tile_size`` points with an online softmax over N (running
+    per-slot maximum and sum, as in memory-efficient attention), so the (N, S) map is produced
+    and consumed a tile at a time while it is in cache. The result equals the one-pass formula up
+    to float rounding; time stays linear in N for clouds far larger than the cache. Training
+    (autograd on) always uses the one-pass formula.
+
     With ``num_heads > 1`` the input is projected (dim -> dim), split into heads of d = dim /
     num_heads channels which all share the same two memories, concatenated and projected back.
 
@@ -71,12 +81,15 @@ class ExternalAttention(nn.Module):
         memory_size: number of memory slots S.
         num_heads: number of heads; must divide ``dim``.
         norm: "double" or "softmax".
+        tile_size: points per tile of the inference path; 0 turns tiling off.
 
     Shapes:
         x (B, N, dim), mask (B, N) bool -> (B, N, dim)
     """
 
-    def __init__(self, dim: int, memory_size: int = 64, num_heads: int = 1, norm: str = "double"):
+    def __init__(
+        self, dim: int, memory_size: int = 64, num_heads: int = 1, norm: str = "double", tile_size: int = EA_TILE_SIZE
+    ):
         super().__init__()
         if norm not in ("double", "softmax"):
             raise ValueError(f"unknown external attention norm {norm!r}; valid: 'double', 'softmax'")
@@ -86,6 +99,7 @@ class ExternalAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.double_norm = norm == "double"
         self.eps = DOUBLE_NORM_EPS
+        self.tile_size = tile_size
         self.mk = nn.Linear(self.head_dim, memory_size, bias=False)  # memory M_k: d -> S
         self.mv = nn.Linear(memory_size, self.head_dim, bias=False)  # memory M_v: S -> d
         with torch.no_grad():
@@ -101,6 +115,9 @@ class ExternalAttention(nn.Module):
         B, N, dim = x.shape
         x = self.proj_in(x)
         x = x.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, d)
+        if self.double_norm and 0 < self.tile_size < N and not torch.is_grad_enabled():
+            out = self._tiled_double_norm(x, mask)
+            return self.proj_out(out.transpose(1, 2).reshape(B, N, dim))
         attn = self.mk(x)  # (B, H, N, S)
         if self.double_norm:
             attn = _masked_logits(attn, mask, dim=2).softmax(dim=2)  # over the points N
@@ -113,6 +130,41 @@ class ExternalAttention(nn.Module):
         out = self.mv(attn)  # (B, H, N, d)
         out = out.transpose(1, 2).reshape(B, N, dim)  # (B, N, H*d)
         return self.proj_out(out)
+
+    def _tiled_double_norm(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """The double-normalized attention, ``tile_size`` points at a time; x (B, H, N, d).
+
+        Pass 1 turns each tile's logits into exp(logit - running max) and keeps per slot the
+        running maximum over the points seen so far and the sum of exponentials rescaled to it.
+        Pass 2 rescales each tile to the final maximum and sum (the softmax over N), divides
+        each point's weights by their sum over the slots and applies M_v.
+        """
+        B, H, N, _ = x.shape
+        tiles: List[Tensor] = []
+        tile_maxima: List[Tensor] = []
+        running_max = x.new_full((B, H, 1, self.mk.out_features), float("-inf"))
+        total = x.new_zeros(running_max.shape)
+        for start in range(0, N, self.tile_size):
+            logits = self.mk(x[:, :, start : start + self.tile_size])  # (B, H, T, S)
+            if mask is not None:
+                logits = logits.masked_fill_(~mask[:, None, start : start + self.tile_size, None], float("-inf"))
+            new_max = torch.maximum(running_max, logits.amax(dim=2, keepdim=True))
+            # Slots without a real point so far keep a maximum of -inf; shift them by 0 instead.
+            new_max = new_max.masked_fill(new_max == float("-inf"), 0.0)
+            total.mul_(torch.exp(running_max - new_max)).add_(logits.sub_(new_max).exp_().sum(dim=2, keepdim=True))
+            running_max = new_max
+            tiles.append(logits)
+            tile_maxima.append(new_max)
+        # The point at a slot's maximum adds exp(0) = 1, so a total below 1 is 0: a cloud without
+        # real points, whose weights are exactly 0 (the clamp avoids 0 * inf).
+        inverse_total = total.clamp_min(1.0).reciprocal_()
+        out = x.new_empty(B, H, N, self.mv.out_features)
+        for index, weights in enumerate(tiles):
+            start = index * self.tile_size
+            weights.mul_(torch.exp(tile_maxima[index] - running_max).mul_(inverse_total))  # softmax over N
+            weights.div_(weights.sum(dim=3, keepdim=True).add_(self.eps))  # over the slots S
+            out[:, :, start : start + self.tile_size] = self.mv(weights)
+        return out
 
 
 class SelfAttention(nn.Module):
