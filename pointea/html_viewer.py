@@ -27,7 +27,7 @@ import numpy as np
 
 from pointea.atomic import atomic_write_text
 from pointea.palette import CORRECT_COLOR, ERROR_COLOR, UNIFORM_COLOR, legend_entries, part_colors
-from pointea.viz import _check_labels, _check_points
+from pointea.data.io import validate_labels, validate_points
 
 PathLike = Union[str, os.PathLike]
 
@@ -106,7 +106,7 @@ def html_page(
     Returns:
         The HTML text.
     """
-    xyz = _check_points(points)
+    xyz = validate_points(points, "points")[:, :3].astype(np.float64)
     if up not in UP_AXES:
         raise ValueError(f"up axis must be one of {UP_AXES}, got {up!r}")
     if views is None:
@@ -164,11 +164,11 @@ def _default_views(num_points: int, labels, pred_labels, label_names) -> List[Ht
         return [HtmlView("points", np.zeros(num_points, np.int64), np.tile(color, (num_points, 1)),
                          [(0, f"{num_points} points", tuple(int(c) for c in color))])]
     if labels is None:
-        return [label_view("prediction", _check_labels(pred_labels, num_points, "pred_labels"), label_names)]
-    labels = _check_labels(labels, num_points, "labels")
+        return [label_view("prediction", validate_labels(pred_labels, num_points, "pred_labels"), label_names)]
+    labels = validate_labels(labels, num_points, "labels")
     if pred_labels is None:
         return [label_view("labels", labels, label_names)]
-    pred_labels = _check_labels(pred_labels, num_points, "pred_labels")
+    pred_labels = validate_labels(pred_labels, num_points, "pred_labels")
     return [label_view("ground truth", labels, label_names), label_view("prediction", pred_labels, label_names),
             error_view(labels, pred_labels)]
 

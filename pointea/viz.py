@@ -28,6 +28,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from pointea.atomic import atomic_path
+from pointea.data.io import validate_labels, validate_points
 from pointea.palette import CORRECT_COLOR, ERROR_COLOR, UNIFORM_COLOR, legend_entries, part_colors
 
 logger = logging.getLogger(__name__)
@@ -141,24 +142,8 @@ class Camera:
 
 
 def _check_points(points: np.ndarray, name: str = "points") -> np.ndarray:
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] < 3:
-        raise ValueError(f"{name} must have shape (N, 3) or (N, C>=3), got {points.shape}")
-    if points.shape[0] == 0:
-        raise ValueError(f"{name} is an empty cloud (0 points)")
-    xyz = points[:, :3].astype(np.float64)
-    if not np.isfinite(xyz).all():
-        raise ValueError(f"{name} holds {int((~np.isfinite(xyz)).any(axis=1).sum())} rows with NaN or inf")
-    return xyz
-
-
-def _check_labels(labels: np.ndarray, num_points: int, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.shape != (num_points,):
-        raise ValueError(f"{name} must have shape ({num_points},) to match the points, got {labels.shape}")
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must be integers, got dtype {labels.dtype}")
-    return labels.astype(np.int64, copy=False)
+    """The xyz columns of a valid cloud as float64 (see ``validate_points``)."""
+    return validate_points(points, name)[:, :3].astype(np.float64)
 
 
 def _as_float_colors(colors: Optional[np.ndarray], num_points: int) -> np.ndarray:
@@ -537,7 +522,7 @@ def view_parts(
     entries: List[Tuple[str, RGB]] = []
     colors = None
     if parts is not None:
-        parts = _check_labels(parts, len(xyz), "parts")
+        parts = validate_labels(parts, len(xyz), "parts")
         _check_names(part_names, parts, "part")
         colors = part_colors(parts)
         entries = _legend_entries(np.unique(parts), part_names) if legend else []
@@ -609,8 +594,8 @@ def view_comparison(
         uint8 image of shape (height, width, 3).
     """
     xyz = _check_points(points)
-    true_parts = _check_labels(true_parts, len(xyz), "true_parts")
-    pred_parts = _check_labels(pred_parts, len(xyz), "pred_parts")
+    true_parts = validate_labels(true_parts, len(xyz), "true_parts")
+    pred_parts = validate_labels(pred_parts, len(xyz), "pred_parts")
     _check_names(part_names, np.concatenate([true_parts, pred_parts]), "part")
     wrong = true_parts != pred_parts
     accuracy = 100.0 * (1.0 - wrong.mean())
@@ -779,14 +764,14 @@ def view_segmentation_gallery(
 def _segmentation_tiles(sample: SegmentationSample, index: int, category_names: Optional[Sequence[str]],
                         has_pred: bool, errors: bool) -> List[_Tile]:
     xyz = _check_points(sample.points, f"sample {index}")
-    parts = _check_labels(sample.parts, len(xyz), f"sample {index} parts")
+    parts = validate_labels(sample.parts, len(xyz), f"sample {index} parts")
     name = ""
     if sample.category is not None:
         name = (_class_name(category_names, sample.category) if category_names is not None
                 else f"category {sample.category}")
     if not has_pred:
         return [_Tile(xyz, part_colors(parts), caption=name)]
-    pred = _check_labels(sample.pred_parts, len(xyz), f"sample {index} pred_parts")
+    pred = validate_labels(sample.pred_parts, len(xyz), f"sample {index} pred_parts")
     wrong = pred != parts
     tiles = [
         _Tile(xyz, part_colors(parts), caption=f"{name} (truth)" if name else "truth"),

@@ -16,6 +16,7 @@ from pointea.data.io import (
     read_point_cloud,
     sample_mesh_surface,
     validate_points,
+    validate_labels,
     write_point_cloud,
 )
 
@@ -436,3 +437,16 @@ def test_reads_real_modelnet_text_file(shared_data):
     points = read_point_cloud(path)
     assert points.shape == (10_000, 6)
     np.testing.assert_allclose(np.linalg.norm(points[:, 3:], axis=1), 1.0, atol=1e-3)
+
+
+def test_validate_labels_accepts_columns_and_whole_floats_and_names_the_source():
+    np.testing.assert_array_equal(validate_labels(np.array([[1], [2], [0]]), 3, "a.txt"), [1, 2, 0])
+    assert validate_labels(np.array([1.0, 2.0]), 2, "a.txt").dtype == np.int64
+    with pytest.raises(ValueError, match=r"a\.txt: 2 labels for 3 points \(expected shape \(3,\), got \(2,\)\)"):
+        validate_labels(np.array([1, 2]), 3, "a.txt")
+    with pytest.raises(ValueError, match=r"a\.txt: 4 labels for 4 points .*got \(2, 2\)"):
+        validate_labels(np.zeros((2, 2), dtype=np.int64), 4, "a.txt")
+    with pytest.raises(ValueError, match=r"a\.txt: labels must be integers$"):
+        validate_labels(np.array([0.5, 1.0]), 2, "a.txt")
+    with pytest.raises(ValueError, match=r"a\.txt: labels must be integers, got dtype <U1"):
+        validate_labels(np.array(["a", "b"]), 2, "a.txt")

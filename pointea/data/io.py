@@ -78,14 +78,27 @@ def validate_points(points: np.ndarray, source: str) -> np.ndarray:
     return np.ascontiguousarray(points, dtype=np.float32)
 
 
-def _validate_labels(labels: np.ndarray, num_points: int, source: str) -> np.ndarray:
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != num_points:
-        raise ValueError(f"{source}: {len(labels)} labels for {num_points} points")
-    if labels.dtype.kind == "f":
-        if not np.isfinite(labels).all() or not (labels == np.round(labels)).all():
+def validate_labels(labels: np.ndarray, num_points: int, source: str) -> np.ndarray:
+    """Check per-point labels against a cloud of ``num_points`` and return them as int64 ``(N,)``.
+
+    ``(N, 1)`` columns are flattened; floats are accepted when they hold whole numbers (text files).
+
+    Raises:
+        ValueError: naming ``source``, when the count does not match or the values are not integers.
+    """
+    labels = np.asarray(labels)
+    flat = labels.reshape(-1)
+    if len(flat) != num_points or labels.ndim > 2 or (labels.ndim == 2 and labels.shape[1] != 1):
+        raise ValueError(
+            f"{source}: {len(flat)} labels for {num_points} points (expected shape ({num_points},), "
+            f"got {labels.shape})"
+        )
+    if flat.dtype.kind == "f":
+        if not np.isfinite(flat).all() or not (flat == np.round(flat)).all():
             raise ValueError(f"{source}: labels must be integers")
-    return labels.astype(np.int64)
+    elif flat.dtype.kind not in "iub":
+        raise ValueError(f"{source}: labels must be integers, got dtype {flat.dtype}")
+    return flat.astype(np.int64)
 
 
 # --------------------------------------------------------------------------- public API
@@ -155,7 +168,7 @@ def write_point_cloud(
     if points.shape[1] not in (3, 6):
         raise ValueError(f"{path}: points must have 3 or 6 columns, got {points.shape[1]}")
     if labels is not None:
-        labels = _validate_labels(labels, len(points), str(path))
+        labels = validate_labels(labels, len(points), str(path))
     if colors is not None:
         colors = _colors_to_uint8(colors, len(points), str(path))
         if suffix not in (".ply", ".npz"):
@@ -269,7 +282,7 @@ def _read(path: PathLike, num_mesh_points: int, seed: int) -> Tuple[np.ndarray, 
     points, labels = readers[suffix](path)
     points = validate_points(points, source)
     if labels is not None:
-        labels = _validate_labels(labels, len(points), source)
+        labels = validate_labels(labels, len(points), source)
     return points, labels
 
 
