@@ -216,6 +216,12 @@ class SegmentationModel(nn.Module):
         return self.head.restrict_to_category(logits, category)
 
 
+# PointNet without the transform nets: a shared per-point MLP, max pooling, no attention.
+_POINTNET = dict(
+    stage_dims=(), stage_samples=(), num_neighbors=(), attention="none", num_blocks=0, fuse_dim=0,
+    pooling="max", dropout=0.3,
+)
+
 PRESETS: Dict[str, ModelConfig] = {
     # Neighbour embedding (FPS 1024 -> 512 -> 256 centres, kNN) + 4 external attention blocks.
     # The attention always sees 256 centres, so its softmax over the points does not drift when
@@ -236,32 +242,10 @@ PRESETS: Dict[str, ModelConfig] = {
         fuse_dim=256,
         head_dims=(256, 128),
     ),
-    # PointNet without the transform nets: shared MLP 64-64-64-128-1024, max pool, MLP 512-256.
-    "pointnet-cls": ModelConfig(
-        num_classes=40,
-        embed_dims=(64, 64, 64, 128, 1024),
-        stage_dims=(),
-        stage_samples=(),
-        num_neighbors=(),
-        attention="none",
-        num_blocks=0,
-        fuse_dim=0,
-        pooling="max",
-        head_dims=(512, 256),
-        dropout=0.3,
-    ),
+    # PointNet: shared MLP 64-64-64-128-1024, max pool, MLP 512-256 (segmentation: 64-128-128-512-1024).
+    "pointnet-cls": ModelConfig(num_classes=40, embed_dims=(64, 64, 64, 128, 1024), head_dims=(512, 256), **_POINTNET),
     "pointnet-partseg": ModelConfig(
-        task="segmentation",
-        embed_dims=(64, 128, 128, 512, 1024),
-        stage_dims=(),
-        stage_samples=(),
-        num_neighbors=(),
-        attention="none",
-        num_blocks=0,
-        fuse_dim=0,
-        pooling="max",
-        head_dims=(256, 128),
-        dropout=0.3,
+        task="segmentation", embed_dims=(64, 128, 128, 512, 1024), head_dims=(256, 128), **_POINTNET
     ),
 }
 
