@@ -306,13 +306,32 @@ def count_flops(model: nn.Module, num_points: int = 1024) -> int:
     The counter counts matrix products (a multiply-add is 2 FLOPs), convolutions and attention
     kernels; element-wise work, gathers and sorting are not counted.
     """
+    return count_module_flops(model, *example_inputs(model, num_points))
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args: Any, out_shape=None, **kwargs: Any) -> int:
+    """FLOPs of scaled dot-product attention: Q K^T and A V, 2 per multiply-add."""
+    batch, heads, queries, channels = query_shape
+    keys, value_channels = key_shape[2], value_shape[3]
+    return 2 * batch * heads * queries * keys * (channels + value_channels)
+
+
+def count_module_flops(module: nn.Module, *inputs: Tensor) -> int:
+    """FLOPs of ``module(*inputs)`` in eval mode without autograd (see :func:`count_flops`).
+
+    torch's counter has formulas for the CUDA attention kernels but not for the fused CPU kernel
+    that ``scaled_dot_product_attention`` runs here; it is added, so self-attention is counted
+    on every device.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
-    model.eval()
+    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    custom = {cpu_sdpa: _sdpa_flops} if cpu_sdpa is not None else {}
+    was_training = module.training
+    module.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(*example_inputs(model, num_points))
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=custom) as counter:
+            module(*inputs)
     finally:
-        model.train(was_training)
+        module.train(was_training)
     return int(counter.get_total_flops())

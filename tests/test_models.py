@@ -16,6 +16,7 @@ from pointea.models import (
     SegmentationModel,
     build_model,
     count_flops,
+    count_module_flops,
     count_parameters,
     model_config_from_dict,
     model_config_to_dict,
@@ -152,6 +153,16 @@ def test_pointea_cls_design_budget():
     model = build_model("pointea-cls")
     assert count_parameters(model) <= 1_500_000
     assert count_flops(model, 1024) <= 1.0e9
+
+
+def test_count_flops_counts_the_fused_self_attention_kernel():
+    from pointea.nn.attention import SelfAttention
+
+    n, dim = 300, 32
+    layer = SelfAttention(dim, num_heads=4)
+    projections = 2 * n * dim * 3 * dim + 2 * n * dim * dim  # qkv and output Linear layers
+    core = 2 * n * n * dim + 2 * n * n * dim  # Q K^T and A V over all heads
+    assert count_module_flops(layer, torch.randn(1, n, dim)) == projections + core
 
 
 def test_count_flops_matches_hand_count_for_pointnet():
