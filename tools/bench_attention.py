@@ -15,6 +15,10 @@ when their predicted N x N maps exceed ``--max-memory``, and any layer whose tim
 from the previous N (scaled by N^2 for the quadratic layers, N for the others) exceeds
 ``--time-budget``. Skipped cases appear in the table with the reason.
 
+The scaling ratio of external attention, time(65,536) / time(4,096), is also measured in paired
+rounds that time both sizes back to back (``--pair-rounds``), which keeps the drift of a shared
+machine's speed out of it; the summary reports that median and the table-based ratio beside it.
+
 Example:
     python tools/bench_attention.py --out /tmp/bench_attention.json --plot /tmp/bench_attention.png
 """
@@ -206,6 +210,27 @@ def summary(results: List[Dict]) -> Dict[str, Optional[float]]:
     }
 
 
+def paired_scaling(args: argparse.Namespace, small: int = 4096, large: int = 65536) -> Dict[str, object]:
+    """time(large) / time(small) of "ea", with both sizes timed back to back in each round.
+
+    On a shared machine the speed drifts over seconds; the table's medians of the two sizes are
+    taken at different moments, so their ratio carries that drift. Here every round times the
+    small and the large cloud one after the other and the median of the per-round ratios is
+    reported, with each round's ratio.
+    """
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    layer = build_attention("ea", args.dim, args.memory_size).to(device)
+    x_small = torch.randn(1, small, args.dim, device=device)
+    x_large = torch.randn(1, large, args.dim, device=device)
+    ratios = []
+    for _ in range(args.pair_rounds):
+        small_s = time_pass(layer, x_small, False, args.repeats, 0.25, args.time_budget)
+        large_s = time_pass(layer, x_large, False, args.repeats, 0.25, args.time_budget)
+        ratios.append(large_s / small_s)
+    return {"small": small, "large": large, "median": statistics.median(ratios), "rounds": ratios}
+
+
 def plot(results: List[Dict], path: Path) -> None:
     import matplotlib
 
@@ -247,6 +272,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--time-budget", type=float, default=30.0, help="seconds allowed per pass")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--pair-rounds", type=int, default=7,
+                        help="rounds of the paired ea 65,536 / 4,096 time ratio (0 = skip it)")
     parser.add_argument("--no-malloc-tuning", action="store_true",
                         help="keep glibc's default malloc thresholds (what the pointea CLI sets otherwise)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -260,8 +287,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = bench(args)
     print(format_table(results))
     ratios = summary(results)
+    paired = paired_scaling(args) if args.pair_rounds > 0 and "ea" in args.types else None
+    if paired is not None:
+        ratios["ea_time_65536_over_4096_table"] = ratios.pop("ea_time_65536_over_4096")
+        ratios["ea_time_65536_over_4096"] = paired["median"]
     for key, value in ratios.items():
         print(f"{key}: {'n/a' if value is None else f'{value:.1f}'}")
+    if paired is not None:
+        rounds = ", ".join(f"{r:.1f}" for r in paired["rounds"])
+        print(f"ea_time_65536_over_4096 is the median of {len(paired['rounds'])} paired rounds: {rounds}")
     if args.out:
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         payload = {
@@ -271,6 +305,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "malloc_tuned": malloc_tuned,
             "results": results,
             "summary": ratios,
+            "paired_scaling": paired,
         }
         atomic_write_text(args.out, json.dumps(payload, indent=2))
     if args.plot:
