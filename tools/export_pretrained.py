@@ -66,6 +66,7 @@ def main() -> None:
         "metrics": {key: metrics[key] for key in keys},
         "best_epoch": state.get("best_epoch"),
         "train_time_s": run_summary.get("train_time_s"),  # epoch time of the whole run
+        "wall_time_s": run_summary.get("session_time_s"),  # the "training wall time" it printed
         "hardware": hardware(),
         "config": state["config"],
     }
