@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 
 EPILOG = """\
 examples:
-  # top-5 classes of a few files (any of .ply .pcd .xyz .txt .csv .npy .npz .off .obj .stl)
+  # top-5 classes of a few files (any of .ply .pcd .xyz .txt .csv .pts .npy .npz .off .obj .stl)
   pointea predict scan.ply chair.off --checkpoint runs/cls/checkpoints/best.pt
   # every cloud under a folder (recursively), results saved as JSON keyed by file
   pointea predict scans/ --checkpoint best.pt --topk 3 --out predictions.json

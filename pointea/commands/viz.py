@@ -80,7 +80,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     source = parser.add_argument_group("input")
     source.add_argument("paths", nargs="*", metavar="PATH",
-                        help="point cloud files (.ply .pcd .xyz .txt .csv .npy .npz, meshes .off .obj .stl)")
+                        help="point cloud files (.ply .pcd .xyz .txt .csv .pts .npy .npz, meshes .off .obj .stl)")
     source.add_argument("--dataset", choices=DATASETS, help="draw items of a dataset instead of files")
     source.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed for synthetic)")
     source.add_argument("--split", default="test", choices=SPLITS, help="dataset split (default: test)")

@@ -1,0 +1,74 @@
+"""Tests of the scripts under tools/: the ablation and the attention benchmark (tiny sizes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "data.num_points=64", "data.num_samples=4", "model.overrides.embed_dims=[16, 16]",
+    "model.overrides.num_blocks=1", "model.overrides.fuse_dim=32", "model.overrides.head_dims=[32]",
+    "model.overrides.num_heads=2", "train.epochs=1", "train.batch_size=16", "train.progress=false",
+    "train.threads=1",
+]
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ablation_trains_one_run_per_attention_and_reads_finished_runs_back(tmp_path, capsys):
+    ablation = load_tool("ablation")
+    out = tmp_path / "ablation.json"
+    argv = ["--config", "synthetic-cls", "--attention", "ea", "none", "--out-dir", str(tmp_path / "runs"),
+            "--out", str(out), *TINY]
+    assert ablation.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["attention"] for row in rows] == ["ea", "none"]
+    for row in rows:
+        metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        assert row["overall_accuracy"] == metrics["best"]["overall_accuracy"]
+        assert row["train_samples_per_s"] > 0 and row["epoch_seconds"] > 0
+        assert row["gflops_1024_points"] > row["gflops_recipe_points"] > 0
+        config = (Path(row["run_dir"]) / "config.yaml").read_text()
+        assert f"attention: {row['attention']}" in config
+    assert rows[0]["params"] != rows[1]["params"]  # the memories of EA versus a Linear
+    table = capsys.readouterr().out
+    assert "| ea |" in table and "| none |" in table and "GFLOPs @64" in table
+
+    best = tmp_path / "runs" / "ea" / "checkpoints" / "best.pt"
+    stamp = best.stat().st_mtime_ns
+    assert ablation.main(argv) == 0  # finished runs are read back, not retrained
+    assert best.stat().st_mtime_ns == stamp
+    assert json.loads(out.read_text())["rows"] == rows
+
+
+def test_ablation_refuses_an_attention_override(tmp_path):
+    ablation = load_tool("ablation")
+    with pytest.raises(SystemExit):
+        ablation.main(["--config", "synthetic-cls", "--out-dir", str(tmp_path), "model.overrides.attention=sa"])
+
+
+def test_attention_benchmark_writes_table_json_and_plot_and_skips_what_would_not_fit(tmp_path, capsys):
+    bench = load_tool("bench_attention")
+    out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    # ssa at N = 128 needs 2 maps of 128 x 128 floats (128 KiB) > 100 KiB: skipped for memory.
+    assert bench.main(["--types", "ea", "ssa", "--sizes", "64", "128", "--repeats", "1", "--min-time", "0",
+                       "--pair-rounds", "1", "--max-memory", "100KiB", "--threads", "1",
+                       "--out", str(out), "--plot", str(plot)]) == 0
+    payload = json.loads(out.read_text())
+    rows = {(row["attention"], row["num_points"]): row for row in payload["results"]}
+    assert rows[("ea", 128)]["fwd_ms"] > 0 and rows[("ea", 128)]["fwd_bwd_peak_mib"] > 0
+    assert rows[("ssa", 64)]["fwd_ms"] > 0
+    assert rows[("ssa", 128)]["fwd_skipped"].startswith("memory")
+    assert payload["paired_scaling"]["median"] == payload["summary"]["ea_time_65536_over_4096"] > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "skip: memory" in capsys.readouterr().out
