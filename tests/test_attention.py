@@ -175,6 +175,21 @@ def test_tiled_inference_path_excludes_padding_like_the_one_pass_path():
     assert torch.isfinite(tiled).all()
 
 
+def test_tiled_inference_path_is_stable_for_very_negative_logits_after_padded_tiles():
+    layer = ExternalAttention(DIM, memory_size=S, tile_size=5)
+    with torch.no_grad():
+        layer.mk.weight.fill_(1.0)
+    x = torch.full((1, N, DIM), -5.0) + 0.1 * torch.randn(1, N, DIM)  # logits near -160
+    mask = torch.ones(1, N, dtype=torch.bool)
+    mask[0, :10] = False  # the first two tiles are padding
+    with torch.no_grad():
+        tiled = layer(x, mask)
+        layer.tile_size = 0
+        one_pass = layer(x, mask)
+    assert torch.isfinite(tiled).all() and tiled[0, 10:].abs().sum() > 0
+    torch.testing.assert_close(tiled[mask], one_pass[mask], atol=1e-5, rtol=1e-5)
+
+
 def test_training_uses_the_one_pass_path_and_backpropagates():
     layer = ExternalAttention(DIM, memory_size=S, tile_size=5)
     seen = capture_memory_input(layer)

@@ -40,6 +40,11 @@ def _masked_logits(logits: Tensor, mask: Optional[Tensor], dim: int) -> Tensor:
     return logits.masked_fill(~mask.view(shape), float("-inf"))
 
 
+def _finite_or_zero(x: Tensor) -> Tensor:
+    """``x`` with its -inf entries replaced by 0 (a safe shift before an exponential)."""
+    return x.masked_fill(x == float("-inf"), 0.0)
+
+
 def _zero_padded(x: Tensor, mask: Optional[Tensor]) -> Tensor:
     """Zero the rows of padded points. Shapes: x (B, N, ...), mask (B, N)."""
     if mask is None:
@@ -141,7 +146,7 @@ class ExternalAttention(nn.Module):
         """
         B, H, N, _ = x.shape
         tiles: List[Tensor] = []
-        tile_maxima: List[Tensor] = []
+        tile_maxima: List[Tensor] = []  # running maximum after each tile; -inf: no real point yet
         running_max = x.new_full((B, H, 1, self.mk.out_features), float("-inf"))
         total = x.new_zeros(running_max.shape)
         for start in range(0, N, self.tile_size):
@@ -149,19 +154,20 @@ class ExternalAttention(nn.Module):
             if mask is not None:
                 logits = logits.masked_fill_(~mask[:, None, start : start + self.tile_size, None], float("-inf"))
             new_max = torch.maximum(running_max, logits.amax(dim=2, keepdim=True))
-            # Slots without a real point so far keep a maximum of -inf; shift them by 0 instead.
-            new_max = new_max.masked_fill(new_max == float("-inf"), 0.0)
-            total.mul_(torch.exp(running_max - new_max)).add_(logits.sub_(new_max).exp_().sum(dim=2, keepdim=True))
+            shift = _finite_or_zero(new_max)  # a slot without a real point yet has only -inf logits
+            total.mul_(torch.exp(running_max - shift)).add_(logits.sub_(shift).exp_().sum(dim=2, keepdim=True))
             running_max = new_max
             tiles.append(logits)
             tile_maxima.append(new_max)
         # The point at a slot's maximum adds exp(0) = 1, so a total below 1 is 0: a cloud without
         # real points, whose weights are exactly 0 (the clamp avoids 0 * inf).
         inverse_total = total.clamp_min(1.0).reciprocal_()
+        final_shift = _finite_or_zero(running_max)
         out = x.new_empty(B, H, N, self.mv.out_features)
         for index, weights in enumerate(tiles):
             start = index * self.tile_size
-            weights.mul_(torch.exp(tile_maxima[index] - running_max).mul_(inverse_total))  # softmax over N
+            # exp(-inf) = 0 for slots that had no real point by this tile (their weights are 0).
+            weights.mul_(torch.exp(tile_maxima[index] - final_shift).mul_(inverse_total))  # softmax over N
             weights.div_(weights.sum(dim=3, keepdim=True).add_(self.eps))  # over the slots S
             out[:, :, start : start + self.tile_size] = self.mv(weights)
         return out
