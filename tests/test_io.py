@@ -424,10 +424,20 @@ def test_vertex_only_mesh_file_is_a_point_cloud(tmp_path):
     np.testing.assert_array_equal(read_point_cloud(path), [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
 
 
-def test_import_does_not_load_open3d():
-    code = "import sys, pointea.data.io; print('open3d' in sys.modules)"
+def test_import_does_not_load_open3d_or_torch():
+    code = "import sys, pointea.data.io, pointea.viz; print('open3d' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
+
+
+def test_dataset_classes_load_on_first_use():
+    import pointea.data
+    from pointea.data import SHAPENETPART_CATEGORY_PARTS, ModelNet40, SyntheticShapes
+
+    assert ModelNet40.__module__ == "pointea.data.modelnet" and SyntheticShapes.__name__ == "SyntheticShapes"
+    assert len(SHAPENETPART_CATEGORY_PARTS) == 16
+    with pytest.raises(AttributeError, match="no attribute 'ModelNet41'"):
+        getattr(pointea.data, "ModelNet41")
 
 
 @pytest.mark.realdata("modelnet40_normal_resampled")
