@@ -139,6 +139,26 @@ def read_hdf5_arrays(path: Path, required: Sequence[str], optional: Sequence[str
         raise ValueError(f"{path}: cannot read HDF5 file, truncated or not HDF5 ({error})") from None
 
 
+def check_dataset_arguments(
+    split: str, layout: Optional[str], num_points: Optional[int], splits: Sequence[str], layouts: Sequence[str],
+    allow_all_points: bool = False,
+) -> Optional[int]:
+    """Check the ``split``, ``layout`` and ``num_points`` arguments of a dataset class.
+
+    Returns ``num_points`` as a Python int (None stays None where ``allow_all_points``).
+    """
+    if split not in splits:
+        raise ValueError(f"split must be one of {', '.join(splits)}; got {split!r}")
+    if layout is not None and layout not in layouts:
+        raise ValueError(f"layout must be one of {', '.join(layouts)} or None (auto); got {layout!r}")
+    if num_points is None and allow_all_points:
+        return None
+    if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)) or num_points <= 0:
+        expected = "a positive int or None" if allow_all_points else "a positive int"
+        raise ValueError(f"num_points must be {expected}; got {num_points!r}")
+    return int(num_points)
+
+
 def choose_layout(
     name: str,
     root: Path,
@@ -245,13 +265,7 @@ class _ModelNet(Dataset):
         cache_dir: Optional[PathLike] = None,
         layout: Optional[str] = None,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-        if layout is not None and layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)} or None (auto); got {layout!r}")
-        if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)) or num_points <= 0:
-            raise ValueError(f"num_points must be a positive int; got {num_points!r}")
-        num_points = int(num_points)
+        num_points = check_dataset_arguments(split, layout, num_points, SPLITS, LAYOUTS)
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
         self.root = Path(root).expanduser()

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from pointea.data.cache import cache_file, load_or_build
 from pointea.data.io import validate_points
 from pointea.data.modelnet import (
+    check_dataset_arguments,
     check_labels,
     check_shape_points,
     choose_layout,
@@ -182,14 +183,7 @@ class ShapeNetPart(Dataset):
         seed: int = 0,
         layout: Optional[str] = None,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-        if layout is not None and layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)} or None (auto); got {layout!r}")
-        if num_points is not None:
-            if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)) or num_points <= 0:
-                raise ValueError(f"num_points must be a positive int or None; got {num_points!r}")
-            num_points = int(num_points)
+        num_points = check_dataset_arguments(split, layout, num_points, SPLITS, LAYOUTS, allow_all_points=True)
         self.root = Path(root).expanduser()
         self.split = split
         self.num_points = num_points
