@@ -36,6 +36,7 @@ AUGMENTATIONS = (
     "rotate_up",
     "rotate_so3",
     "point_dropout",
+    "subsample",
     "shuffle",
 )
 
@@ -47,6 +48,9 @@ class DataConfig:
     name: str = "synthetic"  # synthetic | modelnet40 | modelnet10 | shapenetpart
     root: Optional[str] = None  # dataset folder; unused for synthetic
     num_points: Optional[int] = 1024  # points per cloud; null keeps whole ShapeNetPart clouds
+    # train split only: load this many points per cloud and train on a fresh random num_points of
+    # them every epoch (val and test keep their fixed num_points); null trains on fixed points
+    resample_from: Optional[int] = None
     use_normals: bool = False  # feed (x, y, z, nx, ny, nz) instead of (x, y, z)
     val_fraction: float = 0.1  # validation holdout carved from the official train split
     split_seed: int = 0  # seed of that holdout
@@ -233,6 +237,11 @@ def validate_config(config: Config, source: str = "config") -> None:
     _check_choice(train.amp, AMP_MODES, f"{source}: train.amp")
     if not 0.0 < data.val_fraction < 1.0:
         raise ValueError(f"{source}: data.val_fraction must be in (0, 1), got {data.val_fraction}")
+    if data.resample_from is not None and (data.num_points is None or data.resample_from <= data.num_points):
+        raise ValueError(
+            f"{source}: data.resample_from must be larger than data.num_points, got resample_from="
+            f"{data.resample_from}, num_points={data.num_points}"
+        )
     for key in ("epochs", "batch_size", "eval_every", "checkpoint_every"):
         if getattr(train, key) < 1:
             raise ValueError(f"{source}: train.{key} must be >= 1, got {getattr(train, key)}")

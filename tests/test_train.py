@@ -15,7 +15,8 @@ from pointea.config import config_to_dict, load_config
 from pointea.engine import train as train_module
 from pointea.engine.checkpoint import load_checkpoint, load_model
 from pointea.engine.schedule import cosine_factor
-from pointea.engine.train import KILL_AFTER_STEPS_ENV, resume_training, train
+from pointea.data.transforms import NormalizeUnitSphere, RandomSubsample
+from pointea.engine.train import KILL_AFTER_STEPS_ENV, build_data, resume_training, train, training_augmentation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,6 +155,28 @@ def test_segmentation_through_dataloader_path(tmp_path, monkeypatch):
     _, meta = load_model(tmp_path / "seg" / "checkpoints" / "best.pt")
     assert meta["task"] == "segmentation" and len(meta["category_parts"]) == 9
     assert meta["part_names"][0].startswith(meta["categories"][0])
+
+
+def test_resample_from_trains_on_a_fresh_subset_each_draw(tmp_path):
+    config = tiny_config("data.resample_from=128", "train.augmentation=[]", "train.epochs=1")
+    data = build_data(config, "classification", torch.device("cpu"))
+    assert data.train_tensors["points"].shape[1:] == (128, 3)
+    assert data.val_tensors["points"].shape[1:] == (64, 3)  # val keeps its fixed clouds
+
+    batch = {"points": data.train_tensors["points"][:4], "label": data.train_tensors["label"][:4]}
+    augment = training_augmentation(config, torch.Generator().manual_seed(3))
+    first, second = augment(dict(batch))["points"], augment(dict(batch))["points"]
+    assert first.shape == (4, 64, 3) and not torch.equal(first, second)
+    # A random subset of each loaded cloud, normalized to the unit sphere like the val clouds.
+    subset = RandomSubsample(64, generator=torch.Generator().manual_seed(3))(dict(batch))
+    torch.testing.assert_close(first, NormalizeUnitSphere()(subset)["points"])
+    torch.testing.assert_close(first.norm(dim=-1).amax(dim=1), torch.ones(4))
+
+    train(config, tmp_path / "run")
+    _, meta = load_model(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert meta["num_points"] == 64  # what evaluation and prediction feed the model
+    with pytest.raises(ValueError, match="data.resample_from must be larger than data.num_points"):
+        tiny_config("data.resample_from=64")
 
 
 def test_run_folder_misuse_errors(tmp_path):

@@ -60,6 +60,7 @@ AUGMENTATION_CLASSES = {
     "rotate_up": "RandomRotateUp",
     "rotate_so3": "RandomRotateSO3",
     "point_dropout": "RandomPointDropout",
+    "subsample": "RandomSubsample",
     "shuffle": "ShufflePoints",
 }
 DEFAULT_SELECT_METRIC = {"classification": "overall_accuracy", "segmentation": "instance_miou"}
@@ -155,9 +156,10 @@ def build_data(config: Config, task: str, device: torch.device) -> TrainData:
             "data.name=shapenetpart is a part segmentation dataset; use a segmentation preset "
             "(e.g. model.preset=pointea-partseg)"
         )
+    loaded_points = {"train": data.resample_from or data.num_points, "val": data.num_points}
     sets = {
         split: build_dataset(
-            data.name, split, data.root, num_points=data.num_points, use_normals=data.use_normals,
+            data.name, split, data.root, num_points=loaded_points[split], use_normals=data.use_normals,
             **dataset_options(data.name, asdict(data), split),
         )
         for split in ("train", "val")
@@ -204,6 +206,15 @@ def build_augmentation(specs: List[Dict[str, Any]], generator: Optional[torch.Ge
         except TypeError as error:
             raise ValueError(f"train.augmentation entry {spec!r}: {error}") from None
     return transforms.Compose(steps)
+
+
+def training_augmentation(config: Config, generator: Optional[torch.Generator]) -> Optional[Callable]:
+    """The batch transform of training: ``train.augmentation``, after a fresh random subset of
+    ``data.num_points`` points (normalized like the val clouds) when ``data.resample_from`` is set."""
+    specs = list(config.train.augmentation)
+    if config.data.resample_from is not None:
+        specs[:0] = [{"name": "subsample", "num_points": config.data.num_points}, {"name": "normalize"}]
+    return build_augmentation(specs, generator)
 
 
 def _tensor_batches(
@@ -597,7 +608,7 @@ def _run(config: Config, run_dir: Path, resume: bool, task: str, select: str,
     use_bf16 = resolve_amp(tc.amp, device)
 
     augment_generator = torch.Generator()
-    augment = build_augmentation(tc.augmentation, augment_generator)
+    augment = training_augmentation(config, augment_generator)
 
     runlog = None
     if context.is_main:
