@@ -29,16 +29,17 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DATASETS = ("synthetic", "modelnet40", "modelnet10", "shapenetpart")
 OPTIMIZERS = ("adamw", "sgd")
 AMP_MODES = ("auto", "none", "bf16")
-AUGMENTATIONS = (
-    "normalize",
-    "scale_translate",
-    "jitter",
-    "rotate_up",
-    "rotate_so3",
-    "point_dropout",
-    "subsample",
-    "shuffle",
-)
+# train.augmentation names -> pointea.data.transforms classes
+AUGMENTATIONS = {
+    "normalize": "NormalizeUnitSphere",
+    "scale_translate": "RandomScaleTranslate",
+    "jitter": "RandomJitter",
+    "rotate_up": "RandomRotateUp",
+    "rotate_so3": "RandomRotateSO3",
+    "point_dropout": "RandomPointDropout",
+    "subsample": "RandomSubsample",
+    "shuffle": "ShufflePoints",
+}
 
 
 @dataclass

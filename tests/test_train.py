@@ -16,7 +16,15 @@ from pointea.engine import train as train_module
 from pointea.engine.checkpoint import load_checkpoint, load_model
 from pointea.engine.schedule import cosine_factor
 from pointea.data.transforms import NormalizeUnitSphere, RandomSubsample
-from pointea.engine.train import KILL_AFTER_STEPS_ENV, build_data, resume_training, train, training_augmentation
+from pointea.config import AUGMENTATIONS
+from pointea.engine.train import (
+    KILL_AFTER_STEPS_ENV,
+    build_augmentation,
+    build_data,
+    resume_training,
+    train,
+    training_augmentation,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,6 +163,15 @@ def test_segmentation_through_dataloader_path(tmp_path, monkeypatch):
     _, meta = load_model(tmp_path / "seg" / "checkpoints" / "best.pt")
     assert meta["task"] == "segmentation" and len(meta["category_parts"]) == 9
     assert meta["part_names"][0].startswith(meta["categories"][0])
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_every_augmentation_name_builds_its_transform(name):
+    spec = {"name": name, **({"num_points": 16} if name == "subsample" else {})}
+    augment = build_augmentation([spec], torch.Generator().manual_seed(0))
+    assert type(augment.transforms[0]).__name__ == AUGMENTATIONS[name]
+    points = augment({"points": torch.randn(4, 32, 3), "label": torch.zeros(4, dtype=torch.long)})["points"]
+    assert points.shape == (4, 16 if name == "subsample" else 32, 3) and torch.isfinite(points).all()
 
 
 def test_resample_from_trains_on_a_fresh_subset_each_draw(tmp_path):

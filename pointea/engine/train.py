@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointea.atomic import atomic_write_text
-from pointea.config import Config, config_from_dict, config_to_dict, save_config
+from pointea.config import AUGMENTATIONS, Config, config_from_dict, config_to_dict, save_config
 from pointea.engine import distributed as dist_utils
 from pointea.engine.allocator import configure_allocator
 from pointea.engine.distributed import DistributedContext
@@ -53,16 +53,6 @@ PathLike = Union[str, os.PathLike]
 # optimizer step N, as a power cut or an OOM killer would.
 KILL_AFTER_STEPS_ENV = "POINTEA_KILL_AFTER_STEPS"
 
-AUGMENTATION_CLASSES = {
-    "normalize": "NormalizeUnitSphere",
-    "scale_translate": "RandomScaleTranslate",
-    "jitter": "RandomJitter",
-    "rotate_up": "RandomRotateUp",
-    "rotate_so3": "RandomRotateSO3",
-    "point_dropout": "RandomPointDropout",
-    "subsample": "RandomSubsample",
-    "shuffle": "ShufflePoints",
-}
 DEFAULT_SELECT_METRIC = {"classification": "overall_accuracy", "segmentation": "instance_miou"}
 
 
@@ -196,7 +186,7 @@ def build_augmentation(specs: List[Dict[str, Any]], generator: Optional[torch.Ge
     steps = []
     for spec in specs:
         kwargs = {key: value for key, value in spec.items() if key != "name"}
-        cls = getattr(transforms, AUGMENTATION_CLASSES[spec["name"]])
+        cls = getattr(transforms, AUGMENTATIONS[spec["name"]])
         if spec["name"] != "normalize":
             kwargs["generator"] = generator
         if "scale" in kwargs and isinstance(kwargs["scale"], list):
