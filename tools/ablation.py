@@ -5,8 +5,9 @@ changes. For each type the table gives the best validation accuracy (and its epo
 parameters, GFLOPs per sample at the recipe's number of points and at 1,024 points (counted by
 ``torch.utils.flop_counter``), and training speed as the median over the epochs of the run's own
 log (samples/s and seconds per epoch; medians stay meaningful when a few epochs shared the
-machine with other work, the total training time is in the JSON). Run folders are kept under ``--out-dir``: a finished run is read
-back instead of retrained, an interrupted one is resumed from its ``last.pt``.
+machine with other work, the total training time is in the JSON). Run folders are kept under
+``--out-dir``: a finished run is read back instead of retrained, an interrupted one is resumed
+from its ``last.pt``.
 
     python tools/ablation.py --config modelnet40-cls-cpu --data-root ../shared/data \\
         --attention ea sa none mhea --out-dir runs/ablation --out ablation.json train.epochs=12

@@ -130,8 +130,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     print(format_table(rows))
     if args.out:
-        atomic_write_text(args.out, json.dumps({"root": str(args.root), "batch_size": args.batch_size, "repeats": args.repeats,
-                                        "torch_threads": torch.get_num_threads(), "results": rows}, indent=2))
+        record = {"root": str(args.root), "batch_size": args.batch_size, "repeats": args.repeats,
+                  "torch_threads": torch.get_num_threads(), "results": rows}
+        atomic_write_text(args.out, json.dumps(record, indent=2))
     return 0
 
 

@@ -333,11 +333,15 @@ class PointEncoder(nn.Module):
         B, N, C = points.shape
         if C != self.in_channels:
             raise ValueError(
-                "expected points (B, N, " + str(self.in_channels) + "), got shape " + str(list(points.shape))
+                "expected points (B, N, " + str(self.in_channels) + "), got shape "
+                + str(list(points.shape))
             )
-        if mask is not None and (mask.dtype != torch.bool or mask.dim() != 2 or mask.shape[0] != B or mask.shape[1] != N):
+        if mask is not None and (
+            mask.dtype != torch.bool or mask.dim() != 2 or mask.shape[0] != B or mask.shape[1] != N
+        ):
             raise ValueError(
-                "expected a bool mask (B, N) = " + str([B, N]) + ", got " + str(mask.dtype) + " " + str(list(mask.shape))
+                "expected a bool mask (B, N) = " + str([B, N]) + ", got " + str(mask.dtype) + " "
+                + str(list(mask.shape))
             )
         xyz = points[..., :3]
         x = self.embed(points, mask)  # (B, N, embed)
