@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pointea.config import config_to_dict, load_config
+from pointea.config import AUGMENTATIONS, config_to_dict, load_config
+from pointea.data.transforms import NormalizeUnitSphere, RandomSubsample
 from pointea.engine import train as train_module
 from pointea.engine.checkpoint import load_checkpoint, load_model
 from pointea.engine.schedule import cosine_factor
-from pointea.data.transforms import NormalizeUnitSphere, RandomSubsample
-from pointea.config import AUGMENTATIONS
 from pointea.engine.train import (
     KILL_AFTER_STEPS_ENV,
     build_augmentation,
