@@ -11,8 +11,8 @@ import pytest
 from pointea.engine.allocator import NO_MALLOC_TUNING_ENV
 
 # Runs one-pass external attention on a 65,536-point cloud (tensors of 16 and 32 MiB) and prints
-# the minor page faults of 10 passes after 5 warm-up passes (a one-off refault of one block
-# after warm-up must not decide the test).
+# the median minor page faults of 11 passes after 5 warm-up passes: a one-off refault of a block
+# in one pass (the heap settling after warm-up) must not decide the test.
 FAULT_PROBE = """
 import resource, torch
 from pointea.engine.allocator import configure_allocator
@@ -23,10 +23,12 @@ x = torch.randn(1, 65536, 128)
 with torch.no_grad():
     for _ in range(5):
         layer(x)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10):
+    faults = []
+    for _ in range(11):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         layer(x)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(faults)[5])
 """
 
 
@@ -46,5 +48,5 @@ def test_tuned_allocator_reuses_freed_tensor_memory():
     skipped, default_faults = run_probe(tuning=False)
     assert applied and not skipped
     pages_per_pass = (16 + 32) * 2**20 // 4096  # the attention map and the output
-    assert default_faults > 10 * 0.5 * pages_per_pass  # glibc maps and faults in big blocks anew
+    assert default_faults > 0.5 * pages_per_pass  # glibc maps and faults in big blocks anew
     assert tuned_faults < 0.1 * default_faults  # the heap keeps the pages
