@@ -82,6 +82,10 @@ class TrainConfig:
     min_lr: float = 0.0
     label_smoothing: float = 0.0
     grad_clip: Optional[float] = None  # max global gradient norm; null disables clipping
+    # Exponential moving average of the weights and batch-norm statistics, updated every step
+    # (horizon about 1 / (1 - ema_decay) steps); 0 = off. When on, validation, best.pt and the
+    # returned metrics are the averaged model's, and the trained weights are logged as "val_raw".
+    ema_decay: float = 0.0
     # bf16 autocast (loss, optimizer and metrics stay fp32): "auto" uses it where the hardware
     # runs bf16 fast (CUDA with bf16, CPUs with AVX-512 BF16 / AMX), else fp32.
     amp: str = "auto"  # auto | none | bf16
@@ -253,6 +257,8 @@ def validate_config(config: Config, source: str = "config") -> None:
         )
     if not 0.0 <= train.label_smoothing < 1.0:
         raise ValueError(f"{source}: train.label_smoothing must be in [0, 1)")
+    if not 0.0 <= train.ema_decay < 1.0:
+        raise ValueError(f"{source}: train.ema_decay must be in [0, 1) (0 = off), got {train.ema_decay}")
     if train.grad_clip is not None and train.grad_clip <= 0:
         raise ValueError(f"{source}: train.grad_clip must be positive or null")
     if train.warmup_epochs < 0 or train.warmup_epochs > train.epochs:

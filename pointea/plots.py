@@ -96,7 +96,8 @@ def plot_training_curves(run_dir: PathLike, path: PathLike = None) -> Path:
     """Plot loss, metric and learning rate per epoch from ``run_dir/log.jsonl``.
 
     Records are JSON objects with ``"epoch"`` and ``"kind"`` (or ``"split"``) ``"train"`` or
-    ``"val"``; other kinds (e.g. ``"resume"``) are ignored. The metric panel shows the first of
+    ``"val"`` (and ``"val_raw"``, the trained weights of a run that validates a moving average);
+    other kinds (e.g. ``"resume"``) are ignored. The metric panel shows the first of
     ``overall_accuracy``, ``mean_class_accuracy``, ``instance_miou``, ``class_miou`` that the log
     holds, and the training records' running ``accuracy`` beside it; ``lr`` comes from the
     training records. A later record for the same epoch (after a resume) replaces the earlier one.
@@ -113,13 +114,13 @@ def plot_training_curves(run_dir: PathLike, path: PathLike = None) -> Path:
 
     run_dir = Path(run_dir)
     log_path = run_dir / "log.jsonl"
-    records = [r for r in read_log(log_path) if "epoch" in r and _split(r) in ("train", "val")]
+    records = [r for r in read_log(log_path) if "epoch" in r and _split(r) in ("train", "val", "val_raw")]
     if not records:
         raise ValueError(f"{log_path} holds no per-epoch records of kind 'train' or 'val'")
     metric = next((name for name in CURVE_METRICS if any(_finite(r.get(name)) for r in records)), None)
     panels = [("loss", [("train", "loss"), ("val", "loss")])]
     if metric is not None:
-        panels.append((metric, [("train", metric), ("train", "accuracy"), ("val", metric)]))
+        panels.append((metric, [("train", metric), ("train", "accuracy"), ("val", metric), ("val_raw", metric)]))
     if any(_finite(r.get("lr")) for r in records):
         panels.append(("lr", [("train", "lr")]))
 

@@ -66,6 +66,21 @@ def test_training_curves_png(tmp_path, metric):
     assert_not_blank(image)
 
 
+def test_training_curves_draw_the_trained_weights_of_an_ema_run(tmp_path):
+    plain, ema = tmp_path / "a" / "run", tmp_path / "b" / "run"
+    for run_dir in (plain, ema):
+        run_dir.parent.mkdir()
+        write_log(run_dir)
+    with open(ema / "log.jsonl", "a") as log:
+        for epoch in range(1, 6):
+            log.write(json.dumps({"split": "val_raw", "epoch": epoch, "overall_accuracy": 30 + 9 * epoch}) + "\n")
+    a, b = read_png(plot_training_curves(plain)), read_png(plot_training_curves(ema))
+    assert a.shape == b.shape
+    third = a.shape[1] // 3  # panels: loss | metric | lr
+    assert np.array_equal(a[:, :third], b[:, :third])  # the loss panel is untouched
+    assert not np.array_equal(a[:, third : 2 * third], b[:, third : 2 * third])  # one more line
+
+
 def test_training_curves_accept_split_records_and_custom_path(tmp_path):
     (tmp_path / "log.jsonl").write_text(
         "\n".join(json.dumps({"epoch": e, "split": s, "loss": 1.0 / e}) for e in (1, 2) for s in ("train", "val"))

@@ -116,8 +116,9 @@ def test_seeded_runs_are_identical_and_seeds_matter(tmp_path):
     assert any(not torch.equal(a[key], c[key]) for key in a)
 
 
-def test_resume_after_sigkill_is_bit_exact(tmp_path):
-    overrides = ["train.deterministic=true", "train.epochs=3"]
+@pytest.mark.parametrize("extra", [[], ["train.ema_decay=0.5"]], ids=["plain", "ema"])
+def test_resume_after_sigkill_is_bit_exact(tmp_path, extra):
+    overrides = ["train.deterministic=true", "train.epochs=3", *extra]
     config = tiny_config(*overrides)
     steps_per_epoch = 4 * 9 // 16
     train(config, tmp_path / "full")
@@ -142,6 +143,62 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     full = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     assert resumed["step"] == full["step"] == 3 * steps_per_epoch
     assert resumed["metrics"]["overall_accuracy"] == full["metrics"]["overall_accuracy"]
+    if extra:  # the trained weights and the average both continue exactly
+        assert_same_weights(full["trained_model"], resumed["trained_model"])
+        assert resumed["ema_num_averaged"] == full["ema_num_averaged"] == 3 * steps_per_epoch
+
+
+def test_build_ema_is_the_exponential_average_of_parameters_and_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    assert train_module.build_ema(model, 0.0) is None
+    ema = train_module.build_ema(model, 0.75)
+    expected = None
+    for step in range(4):
+        with torch.no_grad():
+            for tensor in [*model.parameters(), model[1].running_mean, model[1].running_var]:
+                tensor.copy_(torch.randn_like(tensor))
+        current = [t.clone() for t in [*model.parameters(), model[1].running_mean, model[1].running_var]]
+        ema.update_parameters(model)
+        # the first update copies; later ones keep 0.75 of the average and add 0.25 of the model
+        expected = current if expected is None else [0.75 * e + 0.25 * c for e, c in zip(expected, current)]
+    averaged = [*ema.module.parameters(), ema.module[1].running_mean, ema.module[1].running_var]
+    for got, want in zip(averaged, expected):
+        torch.testing.assert_close(got, want)
+    assert int(ema.n_averaged) == 4
+
+
+def test_ema_run_validates_and_saves_the_average(tmp_path):
+    run = tmp_path / "run"
+    result = train(tiny_config("train.ema_decay=0.5", "train.deterministic=true", epochs=3), run)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    val = {r["epoch"]: r for r in records if r["split"] == "val"}
+    raw = {r["epoch"]: r for r in records if r["split"] == "val_raw"}
+    assert sorted(val) == sorted(raw) == [1, 2, 3]
+
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert any(not torch.equal(last["model"][k], last["trained_model"][k]) for k in last["model"])
+    # "model" in each file is the average, so evaluating it reproduces the logged "val" numbers,
+    # and the trained weights reproduce "val_raw".
+    from pointea.engine.checkpoint import save_checkpoint
+    from pointea.engine.evaluate import evaluate
+
+    best = evaluate(run / "checkpoints" / "best.pt", split="val")
+    assert best["overall_accuracy"] == pytest.approx(val[result["best_epoch"]]["overall_accuracy"])
+    trained = save_checkpoint(tmp_path / "trained.pt", {**last, "model": last["trained_model"]})
+    assert evaluate(trained, split="val")["overall_accuracy"] == pytest.approx(raw[3]["overall_accuracy"])
+    assert evaluate(run / "checkpoints" / "last.pt", split="val")["overall_accuracy"] == pytest.approx(
+        val[3]["overall_accuracy"])
+
+    from pointea.engine.checkpoint import export_weights
+
+    slim = load_checkpoint(export_weights(run / "checkpoints" / "last.pt", tmp_path / "slim.pt"))
+    assert "trained_model" not in slim and "ema_num_averaged" not in slim
+    assert_same_weights(slim["model"], last["model"])
+
+
+def test_ema_decay_must_be_below_one():
+    with pytest.raises(ValueError, match="train.ema_decay must be in \\[0, 1\\)"):
+        tiny_config("train.ema_decay=1.0")
 
 
 def test_segmentation_through_dataloader_path(tmp_path, monkeypatch):

@@ -10,8 +10,9 @@ loads with ``torch.load(weights_only=True)`` (no arbitrary code runs when openin
   "in_channels", "num_points"}``, enough for prediction and evaluation from the file alone
 - ``"config"``: the resolved training configuration as a dict, ``"metrics"``: the last metrics
 - resumable checkpoints also hold ``"optimizer"``, ``"scheduler"``, ``"epoch"``, ``"step"``,
-  ``"rng"`` (:func:`capture_rng_state`) and ``"best_metric"``, plus run bookkeeping;
-  :func:`export_weights` drops them.
+  ``"rng"`` (:func:`capture_rng_state`) and ``"best_metric"``, plus run bookkeeping; with
+  ``train.ema_decay`` on, ``"model"`` is the averaged model and ``"trained_model"`` and
+  ``"ema_num_averaged"`` hold what resuming needs; :func:`export_weights` drops them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("model_config", "model", "dataset")
 TRAINING_STATE_KEYS = (
     "optimizer", "scheduler", "epoch", "step", "rng", "best_metric", "best_epoch", "best_val", "train_time_s",
+    "trained_model", "ema_num_averaged",
 )
 
 

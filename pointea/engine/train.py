@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pointea.atomic import atomic_write_text
 from pointea.config import AUGMENTATIONS, Config, config_from_dict, config_to_dict, save_config
@@ -358,7 +359,8 @@ class _State:
 
 
 def _train_one_epoch(net, batches, optimizer, scheduler, config: Config, task: str, state: _State,
-                     context: DistributedContext, use_bf16: bool, progress) -> Dict[str, float]:
+                     context: DistributedContext, use_bf16: bool, progress,
+                     on_step: Optional[Callable[[], None]] = None) -> Dict[str, float]:
     net.train()
     device = context.device
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, count
@@ -373,6 +375,8 @@ def _train_one_epoch(net, batches, optimizer, scheduler, config: Config, task: s
             nn.utils.clip_grad_norm_(net.parameters(), config.train.grad_clip)
         optimizer.step()
         scheduler.step()
+        if on_step is not None:
+            on_step()
         state.step += 1
         sums += torch.stack([loss.detach().double() * count, torch.as_tensor(correct).double(),
                              torch.as_tensor(count, device=device).double()])
@@ -462,23 +466,42 @@ def _checkpoint_state(model, data: TrainData, config: Config, state: _State, met
     }
 
 
-def _save_last(path: Path, model, optimizer, scheduler, data, config, state: _State) -> None:
+def build_ema(model: nn.Module, decay: float) -> Optional[AveragedModel]:
+    """Exponential moving average of ``model``'s parameters and buffers (None when ``decay`` is 0)."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _save_last(path: Path, model, optimizer, scheduler, data, config, state: _State,
+               ema: Optional[AveragedModel]) -> None:
     from pointea.engine.checkpoint import capture_rng_state, save_checkpoint
 
-    checkpoint = _checkpoint_state(model, data, config, state, state.last_val)
+    # "model" is always the model the recorded metrics belong to: the average when there is one.
+    checkpoint = _checkpoint_state(model if ema is None else ema.module, data, config, state, state.last_val)
     checkpoint.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                       rng=capture_rng_state(), best_val=state.best_val)
+    if ema is not None:
+        checkpoint.update(trained_model={k: v.detach().clone() for k, v in model.state_dict().items()},
+                          ema_num_averaged=int(ema.n_averaged))
     save_checkpoint(path, checkpoint)
 
 
-def _restore(path: Path, model, optimizer, scheduler, device) -> _State:
+def _restore(path: Path, model, optimizer, scheduler, device, ema: Optional[AveragedModel]) -> _State:
     from pointea.engine.checkpoint import load_checkpoint, restore_rng_state
 
     checkpoint = load_checkpoint(path, map_location=device)
     missing = [k for k in ("optimizer", "scheduler", "epoch", "step", "rng") if k not in checkpoint]
     if missing:
         raise ValueError(f"{path} is not a resumable checkpoint: it lacks {missing}")
-    model.load_state_dict(checkpoint["model"])
+    averaged = "trained_model" in checkpoint  # the run kept a moving average
+    model.load_state_dict(checkpoint["trained_model" if averaged else "model"])
+    if ema is not None and averaged:
+        ema.module.load_state_dict(checkpoint["model"])
+        ema.n_averaged.fill_(int(checkpoint["ema_num_averaged"]))
+    elif ema is not None:
+        logger.info("%s holds no moving average; it starts from the resumed weights", path)
+        ema.n_averaged.zero_()  # the next update copies the model
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     restore_rng_state(checkpoint["rng"])
@@ -583,9 +606,11 @@ def _run(config: Config, run_dir: Path, resume: bool, task: str, select: str,
         )
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc, steps_per_epoch)
+    ema = build_ema(model, tc.ema_decay)
+    evaluated = model if ema is None else ema.module  # the model validated, selected and saved
     state = _State()
     if resume:
-        state = _restore(last_path, model, optimizer, scheduler, device)
+        state = _restore(last_path, model, optimizer, scheduler, device, ema)
 
     net: nn.Module = model
     if context.distributed:
@@ -635,7 +660,8 @@ def _run(config: Config, run_dir: Path, resume: bool, task: str, select: str,
                 progress = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}",
                                 leave=False, dynamic_ncols=True)
             train_metrics = _train_one_epoch(net, batches, optimizer, scheduler, config, task, state,
-                                             context, use_bf16, progress)
+                                             context, use_bf16, progress,
+                                             None if ema is None else lambda: ema.update_parameters(model))
             if progress is not None:
                 progress.close()
             seconds = time.perf_counter() - epoch_start
@@ -648,22 +674,29 @@ def _run(config: Config, run_dir: Path, resume: bool, task: str, select: str,
                              **train_metrics)
             is_last = state.epoch == tc.epochs
             if state.epoch % tc.eval_every == 0 or is_last:
-                val = validate(model, data, per_rank, context, use_bf16, tc.label_smoothing)
+                val = validate(evaluated, data, per_rank, context, use_bf16, tc.label_smoothing)
+                raw = None
+                if ema is not None:
+                    raw = validate(model, data, per_rank, context, use_bf16, tc.label_smoothing)
                 state.last_val = val
                 improved = val[select] > state.best_metric
                 if improved:
                     state.best_metric, state.best_epoch, state.best_val = val[select], state.epoch, val
                 if context.is_main:
                     runlog.write("val", state.epoch, state.step, **_scalars(val))
-                    logger.info("epoch %d/%d: train loss %.4f acc %.2f | val %s %.2f (best %.2f @ %d) | %.1fs",
+                    if raw is not None:
+                        runlog.write("val_raw", state.epoch, state.step, **_scalars(raw))
+                    logger.info("epoch %d/%d: train loss %.4f acc %.2f | val %s %.2f%s (best %.2f @ %d) | %.1fs",
                                 state.epoch, tc.epochs, train_metrics["loss"], train_metrics["accuracy"],
-                                select, val[select], state.best_metric, state.best_epoch, seconds)
+                                select, val[select],
+                                "" if raw is None else f" (EMA; trained weights {raw[select]:.2f})",
+                                state.best_metric, state.best_epoch, seconds)
                     if improved:
                         from pointea.engine.checkpoint import save_checkpoint
 
-                        save_checkpoint(best_path, _checkpoint_state(model, data, config, state, val))
+                        save_checkpoint(best_path, _checkpoint_state(evaluated, data, config, state, val))
             if context.is_main and (state.epoch % tc.checkpoint_every == 0 or is_last):
-                _save_last(last_path, model, optimizer, scheduler, data, config, state)
+                _save_last(last_path, model, optimizer, scheduler, data, config, state, ema)
             dist_utils.barrier(context)
     finally:
         if runlog is not None:
