@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -264,6 +265,55 @@ def test_run_folder_misuse_errors(tmp_path):
     with pytest.raises(ValueError, match="has no part labels"):
         train(load_config(None, ["data.name=modelnet40", "data.root=/nonexistent",
                                  "model.preset=pointea-partseg"]), tmp_path / "seg")
+
+
+def test_bad_run_folders_and_select_metric_fail_before_any_write(tmp_path):
+    with pytest.raises(ValueError, match="run_dir must name a folder"):
+        train(tiny_config(), "")
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    with pytest.raises(ValueError, match="afile exists and is not a folder"):
+        train(tiny_config(), afile)
+    with pytest.raises(ValueError, match="select_metric is 'foo'; a classification run selects on one of "
+                                         "overall_accuracy, mean_class_accuracy"):
+        train(tiny_config("train.select_metric=foo"), tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
+
+
+def test_resume_refuses_other_settings_and_finished_runs(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config("train.epochs=2"), run)
+    before = {name: (run / name).read_bytes() for name in ("config.yaml", "metrics.json", "log.jsonl")}
+    changes = {
+        "model.overrides.fuse_dim=64": "model.overrides.fuse_dim: 32 -> 64",
+        "train.optimizer=sgd": "train.optimizer: 'adamw' -> 'sgd'",
+        "data.num_points=32": "data.num_points: 64 -> 32",
+    }
+    for override, message in changes.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            resume_training(run, [override, "train.epochs=3"])
+    for epochs in (2, 1):
+        with pytest.raises(ValueError, match=f"completed 2 epochs \\(train.epochs={epochs}\\); pass train.epochs=N with N > 2"):
+            resume_training(run, [f"train.epochs={epochs}"])
+    assert before == {name: (run / name).read_bytes() for name in before}  # nothing rewritten
+    result = resume_training(run, ["train.epochs=3", "data.cache_dir=" + str(tmp_path / "moved")])
+    assert result["epochs"] == 3
+
+
+def test_run_log_starts_fresh_or_drops_epochs_after_the_resumed_checkpoint(tmp_path):
+    from pointea.engine.runlog import RunLog
+
+    with RunLog(tmp_path, tensorboard=False) as log:
+        for epoch in (1, 2, 3):
+            log.write("train", epoch, 10 * epoch, loss=1.0 / epoch)
+    with open(tmp_path / "log.jsonl", "a") as handle:
+        handle.write('{"split": "train", "epo')  # a line cut by a kill
+    with RunLog(tmp_path, tensorboard=False, resume_at=(2, 20)) as log:
+        log.write("resume", 2, 20)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["epoch"]) for r in records] == [("train", 1), ("train", 2), ("resume", 2)]
+    RunLog(tmp_path, tensorboard=False).close()  # a fresh run in the same folder
+    assert (tmp_path / "log.jsonl").read_text() == ""
 
 
 def test_cosine_schedule_with_warmup():

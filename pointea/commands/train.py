@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.resume:
+            if args.run_dir:
+                raise ValueError("--resume DIR names the run folder; --run-dir goes with --config only")
             from pointea.engine.train import resume_training
 
             result = resume_training(args.resume, overrides)
@@ -82,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"pointea train: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # permissions, a full disk, ...
+        print(f"pointea train: error: {error}", file=sys.stderr)
+        return 1
     if result.get("rank", 0) == 0:
         best = result["best"]
         metric = result["select_metric"]

@@ -55,6 +55,15 @@ PathLike = Union[str, os.PathLike]
 KILL_AFTER_STEPS_ENV = "POINTEA_KILL_AFTER_STEPS"
 
 DEFAULT_SELECT_METRIC = {"classification": "overall_accuracy", "segmentation": "instance_miou"}
+# validation metrics best.pt can be selected on (higher is better), by task
+SELECT_METRICS = {
+    "classification": ("overall_accuracy", "mean_class_accuracy"),
+    "segmentation": ("instance_miou", "class_miou"),
+}
+# settings a resumed run must keep: they shape the model, the data or the optimizer state
+# (data.root and data.cache_dir may change, e.g. after moving the data)
+RESUME_FIXED = ("model.", "data.", "train.optimizer", "train.batch_size")
+RESUME_MOVABLE = ("data.root", "data.cache_dir")
 
 
 # --------------------------------------------------------------------------- seeds
@@ -487,15 +496,46 @@ def _save_last(path: Path, model, optimizer, scheduler, data, config, state: _St
     save_checkpoint(path, checkpoint)
 
 
-def _restore(path: Path, model, optimizer, scheduler, device, ema: Optional[AveragedModel]) -> _State:
-    from pointea.engine.checkpoint import load_checkpoint, restore_rng_state
+def check_resumable(saved: Dict[str, Any], config: Config, path: PathLike) -> None:
+    """Refuse a resume whose configuration changes the model, the data or the optimizer.
+
+    Raises:
+        ValueError: lists each changed setting with its recorded and its new value.
+    """
+    old, new = _flatten(saved), _flatten(config_to_dict(config))
+    changed = [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key.startswith(RESUME_FIXED) and key not in RESUME_MOVABLE and old.get(key) != new.get(key)
+    ]
+    if changed:
+        raise ValueError(
+            f"cannot resume from {path} with changed model, data or optimizer settings "
+            f"({'; '.join(changed)}); start a new run with --config instead"
+        )
+
+
+def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    flat: Dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _restore(path: Path, config: Config, model, optimizer, scheduler, device,
+             ema: Optional[AveragedModel]) -> _State:
+    from pointea.engine.checkpoint import load_checkpoint, load_state_strict, restore_rng_state
 
     checkpoint = load_checkpoint(path, map_location=device)
     missing = [k for k in ("optimizer", "scheduler", "epoch", "step", "rng") if k not in checkpoint]
     if missing:
         raise ValueError(f"{path} is not a resumable checkpoint: it lacks {missing}")
+    check_resumable(checkpoint.get("config") or {}, config, path)
     averaged = "trained_model" in checkpoint  # the run kept a moving average
-    model.load_state_dict(checkpoint["trained_model" if averaged else "model"])
+    load_state_strict(model, checkpoint["trained_model" if averaged else "model"], path)
     if ema is not None and averaged:
         ema.module.load_state_dict(checkpoint["model"])
         ema.n_averaged.fill_(int(checkpoint["ema_num_averaged"]))
@@ -538,7 +578,11 @@ def train(config: Config, run_dir: PathLike, resume: bool = False) -> Dict[str, 
         ValueError: invalid settings, or a fresh run into a folder that already holds one.
         FileNotFoundError: ``resume`` without ``checkpoints/last.pt``.
     """
+    if not str(run_dir).strip():
+        raise ValueError("run_dir must name a folder (got an empty path)")
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run folder {run_dir} exists and is not a folder")
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     if resume and not last_path.is_file():
         raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
@@ -550,6 +594,10 @@ def train(config: Config, run_dir: PathLike, resume: bool = False) -> Dict[str, 
     tc = config.train
     task = preset_task(config.model.preset, config.model.overrides)
     select = tc.select_metric or DEFAULT_SELECT_METRIC[task]
+    if select not in SELECT_METRICS[task]:
+        raise ValueError(
+            f"train.select_metric is {select!r}; a {task} run selects on one of {', '.join(SELECT_METRICS[task])}"
+        )
     configure_allocator()
     previous_threads = torch.get_num_threads()
     if tc.threads:
@@ -610,7 +658,12 @@ def _run(config: Config, run_dir: Path, resume: bool, task: str, select: str,
     evaluated = model if ema is None else ema.module  # the model validated, selected and saved
     state = _State()
     if resume:
-        state = _restore(last_path, model, optimizer, scheduler, device, ema)
+        state = _restore(last_path, config, model, optimizer, scheduler, device, ema)
+        if state.epoch >= tc.epochs:
+            raise ValueError(
+                f"{run_dir} has already completed {state.epoch} epochs (train.epochs={tc.epochs}); "
+                f"pass train.epochs=N with N > {state.epoch} to train further"
+            )
 
     net: nn.Module = model
     if context.distributed:
@@ -631,7 +684,7 @@ def _run(config: Config, run_dir: Path, resume: bool, task: str, select: str,
         save_config(config, run_dir / "config.yaml")
         from pointea.engine.runlog import RunLog
 
-        runlog = RunLog(run_dir)
+        runlog = RunLog(run_dir, resume_at=(state.epoch, state.step) if resume else None)
         logger.info("training %s on %s: %d train / %d val samples, %d steps per epoch, %s%s",
                     config.model.preset, data.meta["name"], data.num_train, len(data.val_set),
                     steps_per_epoch, device, " (resumed at epoch %d)" % state.epoch if resume else "")
