@@ -39,7 +39,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     configure_allocator()
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except OSError as error:  # an output path that is a folder, a full disk, no permission, ...
+        print(f"pointea {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

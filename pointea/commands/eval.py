@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
+from pointea.commands import positive_int
+
 EPILOG = """\
 examples:
   # ModelNet40 test accuracy of a run's best checkpoint
@@ -49,8 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="JSON", help="metrics file to write (tables and plots go beside it)")
     parser.add_argument("--votes", type=int, default=0, metavar="N",
                         help="test-time voting passes (random anisotropic scaling; default 0 = off)")
-    parser.add_argument("--num-points", type=int, metavar="N", help="points per cloud (default: the checkpoint's)")
-    parser.add_argument("--batch-size", type=int, default=32, help="clouds per batch (default 32)")
+    parser.add_argument("--num-points", type=positive_int, metavar="N", help="points per cloud (default: the checkpoint's)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="clouds per batch (default 32)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0, help="seed of the voting augmentation (default 0)")
     return parser

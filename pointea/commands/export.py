@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pointea.commands import positive_int
+
 EPILOG = """\
 examples:
   # TorchScript and ONNX, each checked against PyTorch on a fresh input
@@ -31,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--format", dest="formats", action="append", choices=("torchscript", "onnx"),
                         help="format to write (repeatable; default: both)")
-    parser.add_argument("--num-points", type=int, metavar="N", help="points per cloud (default: the checkpoint's)")
+    parser.add_argument("--num-points", type=positive_int, metavar="N", help="points per cloud (default: the checkpoint's)")
     parser.add_argument("--name", help="base name of the files (default: the checkpoint's)")
     return parser
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pointea.commands import positive_int
+
 EPILOG = """examples:
   pointea models                      # every preset: task, attention, parameters, GFLOPs
   pointea models --num-points 2048    # GFLOPs per sample at 2,048 points
@@ -20,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
-    parser.add_argument("--num-points", type=int, default=1024, help="points per sample for GFLOPs (default 1024)")
+    parser.add_argument("--num-points", type=positive_int, default=1024, help="points per sample for GFLOPs (default 1024)")
     parser.add_argument("--name", help="show only this preset and print its configuration")
     return parser
 
@@ -28,8 +30,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from pointea.models import PRESETS, build_model, count_flops, count_parameters, model_config_to_dict
 
-    if args.num_points < 1:
-        raise SystemExit(f"pointea models: --num-points must be >= 1, got {args.num_points}")
     if args.name is not None and args.name not in PRESETS:
         raise SystemExit(f"pointea models: unknown preset {args.name!r}; valid: {', '.join(PRESETS)}")
     names = [args.name] if args.name else list(PRESETS)

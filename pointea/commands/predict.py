@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Dict, List
+
+from pointea.commands import positive_int
 
 EPILOG = """\
 examples:
@@ -33,11 +36,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="point cloud files or folders")
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint file (.pt)")
-    parser.add_argument("--topk", type=int, default=5, help="classes to report per file (default 5)")
+    parser.add_argument("--topk", type=positive_int, default=5, help="classes to report per file (default 5)")
     parser.add_argument("--out", metavar="JSON", help="write the results as JSON keyed by file")
     parser.add_argument("--category", metavar="NAME", help="object category (part segmentation, e.g. Chair)")
     parser.add_argument("--out-dir", metavar="DIR", help="folder for the coloured PLY files of a segmentation")
-    parser.add_argument("--num-points", type=int, metavar="N",
+    parser.add_argument("--num-points", type=positive_int, metavar="N",
                         help="points fed to the model (default: the checkpoint's)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     return parser
@@ -52,10 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from pointea.engine.predict import predict_files
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if args.topk < 1:
-        print(f"pointea predict: error: --topk must be >= 1, got {args.topk}", file=sys.stderr)
-        return 2
     try:
+        if args.out and Path(args.out).is_dir():
+            raise ValueError(f"--out {args.out} is a folder; give a JSON file name")
         device = resolve_device(args.device)
         loaded = load_model(args.checkpoint, device=device)
         if loaded[0].config.task == "segmentation" and args.out_dir is None:

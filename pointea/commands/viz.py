@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from pointea.commands import positive_int
+
 logger = logging.getLogger(__name__)
 
 DATASETS = ("synthetic", "modelnet40", "modelnet10", "shapenetpart")
@@ -85,9 +87,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed for synthetic)")
     source.add_argument("--split", default="test", choices=SPLITS, help="dataset split (default: test)")
     source.add_argument("--index", type=int, nargs="+", metavar="I", help="dataset item(s) (default: 0)")
-    source.add_argument("--count", type=int, metavar="K",
+    source.add_argument("--count", type=positive_int, metavar="K",
                         help="a gallery of K items spread evenly over the split (datasets are sorted by class)")
-    source.add_argument("--num-points", type=int, metavar="N",
+    source.add_argument("--num-points", type=positive_int, metavar="N",
                         help="points per dataset cloud (default: the checkpoint's, else the dataset's)")
     source.add_argument("--checkpoint", metavar="CKPT", help="predict with this checkpoint before drawing")
     source.add_argument("--category", metavar="NAME",
@@ -207,6 +209,8 @@ def _draw(args: argparse.Namespace) -> int:
         items, names = _file_items(args, meta)
     if model is not None:
         _predict(model, meta, items)
+    if args.html and len(items) != 1:  # checked before anything is written
+        raise ValueError(f"--html draws one cloud, got {len(items)}; choose one file or one --index")
     args.up = args.up or names.up
     camera = viz.Camera(azimuth=args.azimuth, elevation=args.elevation, zoom=args.zoom, up=args.up)
 
@@ -234,8 +238,6 @@ def _dataset_items(args: argparse.Namespace, meta: Dict[str, Any]):
                             use_normals=int(meta.get("in_channels", 3)) >= 6)
     size = len(dataset)
     if args.count is not None:
-        if args.count < 1:
-            raise ValueError(f"--count must be >= 1, got {args.count}")
         indices = sorted(set(np.linspace(0, size - 1, min(args.count, size)).round().astype(int).tolist()))
     else:
         indices = args.index or [0]
@@ -356,8 +358,6 @@ def _title(item: Item, names: Names) -> str:
 def _write_html(items: List[Item], names: Names, args: argparse.Namespace) -> None:
     from pointea.html_viewer import write_html
 
-    if len(items) != 1:
-        raise ValueError(f"--html draws one cloud, got {len(items)}; choose one file or one --index")
     item = items[0]
     title = args.title if args.title is not None else _title(item, names)
     if item.pred_label is not None:
