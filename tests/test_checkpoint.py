@@ -169,6 +169,53 @@ def test_load_model_reports_mismatched_weights(tmp_path):
     assert "unexpected keys" in message and "extra.weight" in message
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"dataset": "x"}, "'dataset' must be a dict, got str"),
+        ({"model_config": "hello"}, "'model_config' must be a dict, got str"),
+        ({"dataset": {"name": "synthetic", "task": "classification", "classes": CLASSES[:2]}},
+         "lists 2 classes but the model has 3"),
+        ({"dataset": {"name": "synthetic", "task": "classification", "classes": CLASSES, "num_points": 0}},
+         "num_points must be a positive integer, got 0"),
+    ],
+)
+def test_load_model_rejects_inconsistent_metadata(tmp_path, change, message):
+    path = save_checkpoint(tmp_path / "bad.pt", checkpoint_state(tiny_classifier(), **change))
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_model_rejects_non_finite_weights(tmp_path):
+    model = tiny_classifier()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    name = next(k for k, v in weights.items() if v.is_floating_point() and v.numel() > 1)
+    weights[name].view(-1)[0] = float("nan")
+    path = save_checkpoint(tmp_path / "nan.pt", checkpoint_state(model, model=weights))
+    with pytest.raises(ValueError, match=f"NaN or inf weights in .*{re.escape(name)}"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("content", ['{"a": 1}', "train:\n  lr: 0.01\n"])
+def test_a_text_file_named_pt_gets_no_unsafe_advice(tmp_path, content):
+    path = tmp_path / "config.pt"
+    path.write_text(content)
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert f"cannot load checkpoint {path}: " in message
+    assert "weights_only" not in message
+
+
+def test_load_model_on_a_missing_device_says_so(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path = save_checkpoint(tmp_path / "model.pt", checkpoint_state(tiny_classifier()))
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        load_model(path, device="cuda")
+
+
 def test_rng_state_survives_a_checkpoint(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     path = save_checkpoint(tmp_path / "rng.pt", {**plain_state(), "rng": capture_rng_state()})

@@ -154,6 +154,31 @@ def test_incompatible_dataset_is_rejected(test_set):
         evaluate_model(tiny_classifier(num_classes=4), test_set)
 
 
+def test_segmenter_on_a_dataset_without_parts_and_empty_datasets_are_rejected(test_set):
+    class Clouds(list):  # a classification dataset: classes, no part table
+        num_classes = 9
+
+    with pytest.raises(ValueError, match="segments parts but Clouds has no part labels"):
+        evaluate_model(tiny_segmenter(test_set.category_parts), Clouds(test_set[i] for i in range(2)))
+    with pytest.raises(ValueError, match="nothing to evaluate: .* holds no clouds"):
+        evaluate_model(tiny_classifier(), Clouds())
+
+
+def test_a_recorded_data_root_missing_here_asks_for_data_root(tmp_path):
+    from pointea.engine.checkpoint import save_checkpoint
+    from pointea.engine.evaluate import evaluate
+    from pointea.models import model_config_to_dict
+
+    model = tiny_classifier(num_classes=40)
+    dataset = {"name": "modelnet40", "task": "classification", "in_channels": 3, "num_points": NUM_POINTS}
+    path = save_checkpoint(tmp_path / "mn.pt", {
+        "model_config": model_config_to_dict(model.config), "model": model.state_dict(), "dataset": dataset,
+        "config": {"data": {"name": "modelnet40", "root": str(tmp_path / "gone")}},
+    })
+    with pytest.raises(FileNotFoundError, match=r"data root recorded in checkpoint .*mn\.pt .*gone.*--data-root"):
+        evaluate(path, "val")
+
+
 def save_synthetic_checkpoint(path, model, task, data_config):
     from pointea.engine.checkpoint import save_checkpoint
     from pointea.models import model_config_to_dict

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from pointea.atomic import atomic_path
+from pointea.engine.device import resolve_device
 
 PathLike = Union[str, os.PathLike]
 
@@ -78,10 +79,10 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
+    except pickle.UnpicklingError as error:  # torch's text suggests weights_only=False: not for us
         raise ValueError(
-            f"cannot load checkpoint {path}: it is corrupt or holds objects other than tensors "
-            f"and plain Python types ({_first_line(error)})"
+            f"cannot load checkpoint {path}: it is not a file saved with torch.save, or it holds "
+            "objects other than tensors and plain Python types, which pointea does not unpickle"
         ) from error
     except Exception as error:  # torch raises RuntimeError, EOFError, ... for damaged files
         raise ValueError(
@@ -126,13 +127,20 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tupl
 
     path = Path(path)
     state = load_checkpoint(path, map_location="cpu")
+    for key in ("model_config", "dataset", "model"):
+        if not isinstance(state[key], dict):
+            raise ValueError(f"checkpoint {path}: {key!r} must be a dict, got {type(state[key]).__name__}")
     try:
         config = model_config_from_dict(state["model_config"])
         model = build_model(config)
     except (TypeError, ValueError, KeyError) as error:
         raise ValueError(f"checkpoint {path} has an invalid model_config: {error}") from error
-    _load_state_strict(model, state["model"], path)
-    model.to(device).eval()
+    _check_metadata(state["dataset"], config, path)
+    load_state_strict(model, state["model"], path)
+    broken = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(f"checkpoint {path} has NaN or inf weights in {_preview(broken)}")
+    model.to(resolve_device(device)).eval()
     meta = dict(state["dataset"])
     meta["metrics"] = state.get("metrics") or {}
     meta["config"] = state.get("config") or {}
@@ -180,7 +188,8 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _load_state_strict(model: nn.Module, weights: Dict[str, torch.Tensor], path: Path) -> None:
+def load_state_strict(model: nn.Module, weights: Dict[str, torch.Tensor], path: Path) -> None:
+    """Load ``weights`` into ``model``, or raise a ValueError naming ``path`` and every mismatch."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
@@ -202,6 +211,20 @@ def _load_state_strict(model: nn.Module, weights: Dict[str, torch.Tensor], path:
             + "; ".join(problems)
         )
     model.load_state_dict(weights, strict=True)
+
+
+def _check_metadata(dataset: Dict[str, Any], config: Any, path: Path) -> None:
+    """The class / category names and point count that prediction relies on must fit the model."""
+    key = "classes" if config.task == "classification" else "categories"
+    names = dataset.get(key)
+    if names is not None and len(names) != config.num_classes:
+        raise ValueError(
+            f"checkpoint {path}: its dataset metadata lists {len(names)} {key} but the model has "
+            f"{config.num_classes}"
+        )
+    num_points = dataset.get("num_points")
+    if num_points is not None and (not isinstance(num_points, int) or num_points < 1):
+        raise ValueError(f"checkpoint {path}: dataset num_points must be a positive integer, got {num_points!r}")
 
 
 def _preview(items: list, limit: int = 10) -> str:

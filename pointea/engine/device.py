@@ -28,4 +28,6 @@ def resolve_device(device: Union[str, torch.device] = "auto", local_rank: int = 
             raise ValueError(f"device {name!r} requested but CUDA is not available; use cpu or auto")
         if resolved.index is None:
             resolved = torch.device(f"cuda:{local_rank}")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} requested but MPS is not available; use cpu or auto")
     return resolved

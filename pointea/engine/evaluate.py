@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -63,6 +64,8 @@ def evaluate_model(
         raise ValueError(f"votes must be >= 0, got {votes}")
     task = model.config.task
     _check_compatible(model, dataset)
+    if len(dataset) == 0:
+        raise ValueError(f"nothing to evaluate: {dataset} holds no clouds")
     device = resolve_device(device)
     model.to(device).eval()
     loader = DataLoader(
@@ -220,7 +223,13 @@ def evaluate(
     # Same dataset as in training: reuse its options (val holdout, seeds) and, by default, its root.
     data_config = (meta["config"].get("data") or {}) if name == meta.get("name") else {}
     options = dataset_options(name, data_config, split)
-    data_root = data_root or data_config.get("root")
+    if data_root is None and data_config.get("root") and name != "synthetic":
+        data_root = data_config["root"]
+        if not Path(data_root).exists():
+            raise FileNotFoundError(
+                f"the data root recorded in checkpoint {checkpoint} ({data_root}) does not exist here; "
+                "pass the dataset folder (--data-root DIR, or data_root= in Python)"
+            )
     use_normals = model.config.in_channels >= 6
     data = build_dataset(name, split, data_root, num_points=num_points, use_normals=use_normals, **options)
     logger.info("evaluating %s on %s (%d clouds)", checkpoint, data, len(data))
@@ -282,7 +291,12 @@ def _check_compatible(model: nn.Module, dataset: Dataset) -> None:
             raise ValueError(f"the model predicts {config.num_classes} classes but the dataset has {count}")
     else:
         parts = getattr(dataset, "category_parts", None)
-        if parts is not None and [list(p) for p in parts] != [list(p) for p in config.category_parts]:
+        if parts is None:
+            raise ValueError(
+                f"the model segments parts but {type(dataset).__name__} has no part labels; "
+                "evaluate it on shapenetpart or synthetic"
+            )
+        if [list(p) for p in parts] != [list(p) for p in config.category_parts]:
             raise ValueError("the dataset's category/part table differs from the one the model was trained with")
 
 
