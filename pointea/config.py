@@ -56,7 +56,7 @@ class DataConfig:
     val_fraction: float = 0.1  # validation holdout carved from the official train split
     split_seed: int = 0  # seed of that holdout
     cache_dir: Optional[str] = None  # array cache; default ~/.cache/pointea
-    num_samples: Optional[int] = None  # synthetic only: train samples (val/test scale with it)
+    num_samples: Optional[int] = None  # synthetic only: train shapes per class (val and test get a quarter)
     categories: Optional[List[str]] = None  # shapenetpart only: train on a subset of categories
 
 
@@ -242,6 +242,10 @@ def validate_config(config: Config, source: str = "config") -> None:
     _check_choice(train.amp, AMP_MODES, f"{source}: train.amp")
     if not 0.0 < data.val_fraction < 1.0:
         raise ValueError(f"{source}: data.val_fraction must be in (0, 1), got {data.val_fraction}")
+    for key in ("num_points", "resample_from", "num_samples"):
+        value = getattr(data, key)
+        if value is not None and value < 1:
+            raise ValueError(f"{source}: data.{key} must be at least 1 (or null), got {value}")
     if data.resample_from is not None and (data.num_points is None or data.resample_from <= data.num_points):
         raise ValueError(
             f"{source}: data.resample_from must be larger than data.num_points, got resample_from="

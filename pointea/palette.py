@@ -62,15 +62,19 @@ def palette(n: int) -> np.ndarray:
     """
     if n < 0:
         raise ValueError(f"palette size must be >= 0, got {n}")
-    colors = list(_BASE_COLORS[:n])
-    for i in range(len(colors), n):
-        k = i - len(_BASE_COLORS)
-        hue = (0.05 + k * _GOLDEN_ANGLE) % 1.0
-        saturation = (0.85, 0.6, 0.95)[k % 3]
-        value = (0.9, 0.75, 0.6)[(k // 3) % 3]
-        r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
-        colors.append((round(r * 255), round(g * 255), round(b * 255)))
-    return np.asarray(colors, dtype=np.uint8).reshape(n, 3)
+    return np.asarray([label_color(i) for i in range(n)], dtype=np.uint8).reshape(n, 3)
+
+
+def label_color(label: int) -> Tuple[int, int, int]:
+    """RGB colour of one label (>= 0): the base colours, then golden-angle hues."""
+    if label < len(_BASE_COLORS):
+        return tuple(_BASE_COLORS[label])
+    k = label - len(_BASE_COLORS)
+    hue = (0.05 + k * _GOLDEN_ANGLE) % 1.0
+    saturation = (0.85, 0.6, 0.95)[k % 3]
+    value = (0.9, 0.75, 0.6)[(k // 3) % 3]
+    r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
+    return round(r * 255), round(g * 255), round(b * 255)
 
 
 def part_colors(labels: np.ndarray) -> np.ndarray:
@@ -87,11 +91,11 @@ def part_colors(labels: np.ndarray) -> np.ndarray:
         raise ValueError(f"labels must be a 1-D array of shape (N,), got shape {labels.shape}")
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-    labels = labels.astype(np.int64, copy=False)
-    table = palette(int(labels.max()) + 1 if labels.size else 0)
     colors = np.empty((labels.shape[0], 3), dtype=np.uint8)
     known = labels >= 0
-    colors[known] = table[labels[known]]
+    values, inverse = np.unique(labels[known], return_inverse=True)  # only the labels present
+    table = np.asarray([label_color(int(v)) for v in values], dtype=np.uint8).reshape(-1, 3)
+    colors[known] = table[inverse.reshape(-1)]
     colors[~known] = UNLABELED_COLOR
     return colors
 
@@ -116,6 +120,5 @@ def legend_entries(
     prefixes = {text.rsplit("/", 1)[0] if "/" in text else None for text in texts}
     if len(prefixes) == 1 and None not in prefixes:
         texts = [text.rsplit("/", 1)[1] for text in texts]
-    table = palette(max(present) + 1 if present and max(present) >= 0 else 0)
-    return [(label, text, tuple(int(c) for c in (table[label] if label >= 0 else UNLABELED_COLOR)))
+    return [(label, text, label_color(label) if label >= 0 else UNLABELED_COLOR)
             for label, text in zip(present, texts)]

@@ -157,6 +157,15 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     np.testing.assert_array_equal(load_arrays(path)["x"], arrays["x"])
 
 
+def test_cache_without_the_expected_arrays_is_rebuilt(tmp_path):
+    path = tmp_path / "ds" / "label-00000000-1.npz"
+    path.parent.mkdir(parents=True)
+    np.savez(path, other=np.zeros(2))  # readable, but not what the dataset stored
+    arrays = load_or_build(path, lambda: {"points": np.ones(3)}, keys=("points",))
+    np.testing.assert_array_equal(arrays["points"], np.ones(3))
+    assert sorted(load_arrays(path)) == ["points"]
+
+
 def test_unwritable_cache_dir_still_returns_arrays(tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the cache folder should be")

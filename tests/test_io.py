@@ -94,6 +94,8 @@ def test_validate_points_errors_name_source_and_problem():
         validate_points(bad, "src.ply")
     out = validate_points(np.ones((4, 6), dtype=np.float64), "x")
     assert out.dtype == np.float32 and out.shape == (4, 6) and out.flags.c_contiguous
+    with pytest.raises(ValueError, match=r"src\.ply: coordinates up to 3e\+39 exceed the float32 range"):
+        validate_points(np.full((4, 3), 3e39), "src.ply")
 
 
 # --------------------------------------------------------------------------- round-trips
@@ -382,6 +384,21 @@ def test_bad_text_files(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as info:
         read_point_cloud(path)
     assert "bad.xyz" in str(info.value)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("short.ply", b"ply\nformat ascii 1.0\nelement vertex 1\nproperty\nend_header\n1 2 3\n"),
+    ("count.ply", b"ply\nformat ascii 1.0\nelement vertex abc\nproperty float x\nend_header\n"),
+    ("count.pcd", b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nPOINTS abc\nDATA ascii\n1 2 3\n"),
+    # binary_compressed: a back reference (control byte 0x20) whose offset byte is missing
+    ("backref.pcd", b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 1\nHEIGHT 1\nPOINTS 1\n"
+                    b"DATA binary_compressed\n" + struct.pack("<II", 1, 12) + b"\x20"),
+])
+def test_malformed_headers_and_data_name_the_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')}: .*(malformed|corrupt|truncated)"):
+        read_point_cloud(path)
 
 
 def test_truncated_binary_files(tmp_path, o3d):

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from pointea.palette import CORRECT_COLOR, ERROR_COLOR, UNLABELED_COLOR, legend_entries, palette, part_colors
+from pointea.palette import (
+    CORRECT_COLOR,
+    ERROR_COLOR,
+    UNLABELED_COLOR,
+    label_color,
+    legend_entries,
+    palette,
+    part_colors,
+)
 
 
 def _distances(colors: np.ndarray) -> np.ndarray:
@@ -47,6 +55,21 @@ def test_part_colors_maps_labels_and_greys_out_negative_ones():
 
 def test_part_colors_does_not_depend_on_the_other_labels_present():
     np.testing.assert_array_equal(part_colors(np.array([4]))[0], part_colors(np.array([4, 40]))[0])
+
+
+def test_part_colors_with_huge_labels_colour_only_the_labels_present():
+    labels = np.array([3, 10**12, -1, 3, 2**62])
+    colors = part_colors(labels)  # no table up to the largest label
+    assert tuple(colors[0]) == tuple(colors[3]) == tuple(palette(4)[3])
+    assert tuple(colors[1]) == label_color(10**12) and tuple(colors[4]) == label_color(2**62)
+    assert tuple(colors[2]) == UNLABELED_COLOR
+    rows = legend_entries(labels)
+    assert rows[0] == (-1, "unlabeled", UNLABELED_COLOR)
+    assert rows[-1] == (2**62, f"label {2**62}", label_color(2**62))
+
+
+def test_label_color_agrees_with_palette():
+    assert [label_color(i) for i in range(60)] == [tuple(c) for c in palette(60).tolist()]
 
 
 def test_error_colours_differ():

@@ -292,3 +292,12 @@ def test_angle_is_uniform():
     angle = torch.atan2(out[:, 2], out[:, 0])
     histogram = torch.histc(angle, bins=8, min=-math.pi, max=math.pi)
     assert (histogram > 3000 / 8 * 0.8).all()
+
+
+def test_normalize_unit_sphere_is_scale_invariant_without_overflow():
+    points = torch.randn(2, 64, 3) * 3 + 1
+    reference = NormalizeUnitSphere()({"points": points})["points"]
+    for scale in (1e-30, 1e20, 1e36):  # squares of 1e20 overflow float32
+        scaled = NormalizeUnitSphere()({"points": points * scale})["points"]
+        torch.testing.assert_close(scaled, reference, atol=1e-5, rtol=0)
+    assert torch.allclose(reference.norm(dim=-1).amax(dim=1), torch.ones(2))

@@ -17,7 +17,7 @@ import logging
 import os
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Mapping, Optional, Union
+from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -142,14 +142,17 @@ def save_arrays(path: PathLike, arrays: Mapping[str, np.ndarray]) -> bool:
     return True
 
 
-def load_or_build(path: PathLike, build: Callable[[], Arrays]) -> Arrays:
+def load_or_build(path: PathLike, build: Callable[[], Arrays], keys: Sequence[str] = ()) -> Arrays:
     """Return the arrays cached at ``path``, or ``build()`` them and cache the result.
 
     ``build`` runs fully in memory before anything is written, so a failed build (a bad source
-    file) leaves no cache file behind.
+    file) leaves no cache file behind. A cache file that lacks one of ``keys`` is rebuilt.
     """
     arrays = load_arrays(path)
-    if arrays is not None:
+    missing = [key for key in keys if arrays is not None and key not in arrays]
+    if missing:
+        logger.warning("Ignoring cache file %s without the arrays %s; rebuilding it", path, missing)
+    elif arrays is not None:
         logger.debug("Loaded cache %s", path)
         return arrays
     arrays = build()

@@ -17,7 +17,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -57,7 +57,8 @@ def validate_points(points: np.ndarray, source: str) -> np.ndarray:
         source: where the points came from (a file name), used in error messages.
 
     Raises:
-        ValueError: not 2-D, fewer than 3 columns, zero points, or NaN / inf values.
+        ValueError: not 2-D, fewer than 3 columns, zero points, NaN / inf values, or values
+            beyond the float32 range.
     """
     points = np.asarray(points)
     if points.ndim != 2:
@@ -75,7 +76,13 @@ def validate_points(points: np.ndarray, source: str) -> np.ndarray:
         raise ValueError(
             f"{source}: {bad} of {len(points)} rows contain NaN or inf (first at row {first})"
         )
-    return np.ascontiguousarray(points, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+        out = np.ascontiguousarray(points, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ValueError(
+            f"{source}: coordinates up to {np.abs(points).max():.3g} exceed the float32 range"
+        )
+    return out
 
 
 def validate_labels(labels: np.ndarray, num_points: int, source: str) -> np.ndarray:
@@ -267,7 +274,7 @@ def _read(path: PathLike, num_mesh_points: int, seed: int) -> Tuple[np.ndarray, 
     suffix = path.suffix.lower()
     source = str(path)
     if suffix in MESH_SUFFIXES:
-        vertices, faces = read_mesh(path)
+        vertices, faces = _parse(read_mesh, path)
         if len(faces) == 0:  # a mesh file holding vertices only is a point cloud
             return validate_points(vertices, source), None
         return sample_mesh_surface(vertices, faces, num_mesh_points, seed, source), None
@@ -279,11 +286,24 @@ def _read(path: PathLike, num_mesh_points: int, seed: int) -> Tuple[np.ndarray, 
         raise ValueError(
             f"{path}: unsupported suffix {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
         )
-    points, labels = readers[suffix](path)
+    points, labels = _parse(readers[suffix], path)
     points = validate_points(points, source)
     if labels is not None:
         labels = validate_labels(labels, len(points), source)
     return points, labels
+
+
+def _parse(reader: Callable[[Path], Any], path: Path) -> Any:
+    """Run a format reader; any parsing failure becomes a ValueError that names the file."""
+    kind = path.suffix.lower().lstrip(".").upper()
+    try:
+        return reader(path)
+    except ValueError as error:  # includes UnicodeDecodeError
+        if str(path) in str(error):
+            raise
+        raise ValueError(f"{path}: malformed {kind} file ({error})") from error
+    except (IndexError, KeyError, TypeError, OverflowError, EOFError) as error:
+        raise ValueError(f"{path}: malformed {kind} file ({type(error).__name__}: {error})") from error
 
 
 def _columns(named: Dict[str, np.ndarray], source: str) -> Tuple[np.ndarray, Labels]:

@@ -60,6 +60,7 @@ MODELNET10_CLASSES = (
 )
 SPLITS = ("train", "val", "trainval", "test")
 LAYOUTS = ("hdf5", "folder", "text")  # auto-detection prefers them in this order
+SPLIT_ARRAYS = ("points", "labels", "files")  # what a cached split holds
 
 logger = logging.getLogger(__name__)
 
@@ -190,8 +191,9 @@ def choose_layout(
         raise FileNotFoundError(not_found_message(requested))
     layout = next(candidate for candidate in preference if candidate in found)
     if len(found) > 1:
-        logger.info("%s: several layouts under %s (%s); using %s (pass layout= to choose)",
-                    name, root, ", ".join(found), layout)
+        logger.info("%s: several layouts under %s (%s); using %s (to read another, point the root "
+                    "at its folder, e.g. %s, or pass layout= in Python)",
+                    name, root, ", ".join(found), layout, next(found[k] for k in found if k != layout))
     return layout, found[layout]
 
 
@@ -474,7 +476,7 @@ class _ModelNet(Dataset):
             )
         path = cache_file(self.name.lower(), self._cache_label(split), folder,
                           [name for _, name in entries], self._cache_options(split), self.cache_dir)
-        arrays = load_or_build(path, lambda: self._build_folder(folder, entries))
+        arrays = load_or_build(path, lambda: self._build_folder(folder, entries), SPLIT_ARRAYS)
         return SplitArrays(list(self.official_classes), arrays["points"], arrays["labels"],
                            arrays["files"].tolist())
 
@@ -515,7 +517,7 @@ class _ModelNet(Dataset):
         path = cache_file(self.name.lower(), self._cache_label(split), folder,
                           [names_file.name, list_file.name, *(name for _, name in entries)],
                           self._cache_options(split), self.cache_dir)
-        arrays = load_or_build(path, lambda: self._build_text(folder, entries))
+        arrays = load_or_build(path, lambda: self._build_text(folder, entries), SPLIT_ARRAYS)
         return SplitArrays(classes, arrays["points"], arrays["labels"], arrays["files"].tolist())
 
     def _build_text(self, folder: Path, entries: List[Tuple[int, str]]) -> Dict[str, np.ndarray]:

@@ -384,7 +384,7 @@ class ShapeNetPart(Dataset):
             ["synsetoffset2category.txt", list_file.relative_to(folder).as_posix(), *sources],
             {"layout": self.layout, "split": split}, self.cache_dir,
         )
-        return load_or_build(path, lambda: self._build_text(shapes))
+        return load_or_build(path, lambda: self._build_text(shapes), ("points", "parts", "lengths", "labels", "files"))
 
     def _build_text(self, shapes: List[Tuple[int, str]]) -> Dict[str, np.ndarray]:
         folder = self.layout_dir

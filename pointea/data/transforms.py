@@ -115,6 +115,8 @@ class NormalizeUnitSphere:
     def __call__(self, item: Item) -> Item:
         points, single = _batched_points(item)
         xyz = points[..., :3]
+        # divide by the largest magnitude first, so that squares cannot overflow float32
+        xyz = xyz / xyz.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-30)
         xyz = xyz - xyz.mean(dim=1, keepdim=True)
         radius = xyz.norm(dim=-1).amax(dim=1).clamp_min(1e-12)  # (B,)
         out = torch.cat([xyz / radius[:, None, None], points[..., 3:]], dim=-1)
