@@ -453,6 +453,10 @@ def test_cli_plots_curves_and_confusion(tmp_path):
     assert (tmp_path / "confusion.png").stat().st_size > 1000
     metrics.write_text(json.dumps({"instance_miou": 80.0}))
     assert _viz(["--confusion", str(metrics), "--out", str(tmp_path / "c2.png")]) == 2
+    for bad in ("x", [[1, 2], [3]], [1, 2, 3]):
+        metrics.write_text(json.dumps({"confusion_matrix": bad}))
+        assert _viz(["--confusion", str(metrics), "--out", str(tmp_path / "c3.png")]) == 2
+    assert not (tmp_path / "c3.png").exists()
 
 
 @pytest.mark.realdata("shapenetcore_partanno_segmentation_benchmark_v0")

@@ -167,7 +167,12 @@ def _read_confusion(path: Path):
     if not isinstance(metrics, dict) or "confusion_matrix" not in metrics:
         raise ValueError(f"{path} holds no 'confusion_matrix' (write one with 'pointea eval --out' "
                          "on a classification checkpoint)")
-    matrix = np.asarray(metrics["confusion_matrix"])
+    try:
+        matrix = np.asarray(metrics["confusion_matrix"], dtype=np.float64)
+    except (TypeError, ValueError):
+        matrix = None
+    if matrix is None or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"{path}: 'confusion_matrix' must be a square table of counts")
     names = metrics.get("classes") or [str(i) for i in range(len(matrix))]
     return matrix, list(names)
 
