@@ -98,6 +98,16 @@ def test_validate_points_errors_name_source_and_problem():
         validate_points(np.full((4, 3), 3e39), "src.ply")
 
 
+def test_float64_reading_keeps_the_detail_of_far_off_clouds(tmp_path):
+    cloud = _cloud(50).astype(np.float64) * 0.01 + [4.5e6, 5.3e6, 0.0]  # centimetre detail, UTM-sized
+    np.savetxt(tmp_path / "utm.xyz", cloud, fmt="%.6f")
+    precise = read_point_cloud(tmp_path / "utm.xyz", dtype=np.float64)
+    assert precise.dtype == np.float64
+    np.testing.assert_allclose(precise, cloud, rtol=0, atol=1e-6)
+    coarse = read_point_cloud(tmp_path / "utm.xyz")
+    assert coarse.dtype == np.float32 and len(np.unique(coarse[:, 0])) < len(np.unique(precise[:, 0]))
+
+
 # --------------------------------------------------------------------------- round-trips
 
 @pytest.mark.parametrize("suffix", [".ply", ".npy", ".npz", ".xyz", ".txt", ".csv"])

@@ -89,6 +89,16 @@ def test_prediction_is_deterministic_and_handles_small_clouds(tmp_path, classifi
     assert len(set(sample_indices(500, NUM_POINTS).tolist())) == NUM_POINTS
 
 
+def test_clouds_far_from_the_origin_predict_as_at_the_origin(tmp_path, classifier, shapes):
+    cloud = shapes.points[0, :, :3].numpy().astype(np.float64)
+    np.savetxt(tmp_path / "here.xyz", cloud, fmt="%.9f")
+    np.savetxt(tmp_path / "utm.xyz", cloud + [4.5e6, 5.3e6, 120.0], fmt="%.9f")  # float32 steps: 0.5 m
+    here, utm = predict_files([tmp_path / "here.xyz", tmp_path / "utm.xyz"], classifier, topk=3)
+    assert [p["class"] for p in utm["predictions"]] == [p["class"] for p in here["predictions"]]
+    for a, b in zip(utm["predictions"], here["predictions"]):
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+
+
 def test_missing_path_is_reported(tmp_path, classifier):
     results = predict_files([tmp_path / "absent.ply"], classifier)
     assert "absent.ply" in results[0]["error"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from pointea.atomic import atomic_path
 
@@ -49,12 +50,13 @@ Labels = Optional[np.ndarray]
 
 # --------------------------------------------------------------------------- validation
 
-def validate_points(points: np.ndarray, source: str) -> np.ndarray:
-    """Check that ``points`` is a usable cloud and return it as contiguous float32.
+def validate_points(points: np.ndarray, source: str, dtype: DTypeLike = np.float32) -> np.ndarray:
+    """Check that ``points`` is a usable cloud and return it as a contiguous ``dtype`` array.
 
     Args:
         points: array ``(N, C)`` with ``C >= 3`` (xyz first).
         source: where the points came from (a file name), used in error messages.
+        dtype: float32 (default) or float64.
 
     Raises:
         ValueError: not 2-D, fewer than 3 columns, zero points, NaN / inf values, or values
@@ -77,10 +79,10 @@ def validate_points(points: np.ndarray, source: str) -> np.ndarray:
             f"{source}: {bad} of {len(points)} rows contain NaN or inf (first at row {first})"
         )
     with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
-        out = np.ascontiguousarray(points, dtype=np.float32)
+        out = np.ascontiguousarray(points, dtype=dtype)
     if not np.isfinite(out).all():
         raise ValueError(
-            f"{source}: coordinates up to {np.abs(points).max():.3g} exceed the float32 range"
+            f"{source}: coordinates up to {np.abs(points).max():.3g} exceed the {out.dtype} range"
         )
     return out
 
@@ -110,28 +112,32 @@ def validate_labels(labels: np.ndarray, num_points: int, source: str) -> np.ndar
 
 # --------------------------------------------------------------------------- public API
 
-def read_point_cloud(path: PathLike, num_mesh_points: int = 10_000, seed: int = 0) -> np.ndarray:
+def read_point_cloud(
+    path: PathLike, num_mesh_points: int = 10_000, seed: int = 0, dtype: DTypeLike = np.float32
+) -> np.ndarray:
     """Read a point cloud (or sample a mesh) from ``path``.
 
     Args:
         path: a file with one of :data:`SUPPORTED_SUFFIXES`.
         num_mesh_points: number of points sampled on the surface of a mesh file.
         seed: seed of the mesh surface sampling.
+        dtype: float32, or float64 to keep the detail of clouds far from the origin (e.g. lidar
+            in UTM coordinates, where float32 steps are about 0.5 m).
 
     Returns:
-        float32 ``(N, 3)``, or ``(N, 6)`` with normals (x y z nx ny nz) when the file has normals.
+        ``dtype`` ``(N, 3)``, or ``(N, 6)`` with normals (x y z nx ny nz) when the file has normals.
         Meshes always give ``(num_mesh_points, 6)`` with face normals.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: unknown suffix, malformed or truncated file, NaN values, empty cloud.
     """
-    points, _ = _read(path, num_mesh_points, seed)
+    points, _ = _read(path, num_mesh_points, seed, dtype)
     return points
 
 
 def read_labeled_point_cloud(
-    path: PathLike, num_mesh_points: int = 10_000, seed: int = 0
+    path: PathLike, num_mesh_points: int = 10_000, seed: int = 0, dtype: DTypeLike = np.float32
 ) -> Tuple[np.ndarray, Labels]:
     """Read a point cloud and its per-point labels when the file carries them.
 
@@ -142,7 +148,7 @@ def read_labeled_point_cloud(
     Returns:
         ``(points, labels)``: points as in :func:`read_point_cloud`, labels int64 ``(N,)`` or None.
     """
-    return _read(path, num_mesh_points, seed)
+    return _read(path, num_mesh_points, seed, dtype)
 
 
 def write_point_cloud(
@@ -269,15 +275,15 @@ def _existing_file(path: PathLike) -> Path:
     return path
 
 
-def _read(path: PathLike, num_mesh_points: int, seed: int) -> Tuple[np.ndarray, Labels]:
+def _read(path: PathLike, num_mesh_points: int, seed: int, dtype: DTypeLike) -> Tuple[np.ndarray, Labels]:
     path = _existing_file(path)
     suffix = path.suffix.lower()
     source = str(path)
     if suffix in MESH_SUFFIXES:
         vertices, faces = _parse(read_mesh, path)
         if len(faces) == 0:  # a mesh file holding vertices only is a point cloud
-            return validate_points(vertices, source), None
-        return sample_mesh_surface(vertices, faces, num_mesh_points, seed, source), None
+            return validate_points(vertices, source, dtype), None
+        return sample_mesh_surface(vertices, faces, num_mesh_points, seed, source).astype(dtype), None
     readers = {
         ".ply": _read_ply, ".pcd": _read_pcd, ".npy": _read_npy, ".npz": _read_npz,
         ".xyz": _read_text, ".txt": _read_text, ".csv": _read_text, ".pts": _read_text,
@@ -287,7 +293,7 @@ def _read(path: PathLike, num_mesh_points: int, seed: int) -> Tuple[np.ndarray, 
             f"{path}: unsupported suffix {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
         )
     points, labels = _parse(readers[suffix], path)
-    points = validate_points(points, source)
+    points = validate_points(points, source, dtype)
     if labels is not None:
         labels = validate_labels(labels, len(points), source)
     return points, labels

@@ -99,7 +99,9 @@ def predict_points(
             f"the model needs {in_channels} channels (x y z nx ny nz) but the cloud has {points.shape[1]}"
         )
     num_points = num_points or meta.get("num_points")  # None: trained on whole clouds, keep them
-    cloud = torch.from_numpy(np.ascontiguousarray(points[:, :in_channels], dtype=np.float32))
+    values = np.array(points[:, :in_channels], dtype=np.float64)  # a copy: centred in float64, so
+    values[:, :3] -= values[:, :3].mean(axis=0)  # clouds far from the origin keep their detail
+    cloud = torch.from_numpy(values.astype(np.float32))
     cloud = NormalizeUnitSphere()({"points": cloud})["points"]  # (N, C)
     whole = num_points is None
     sampled = cloud if whole else cloud[torch.from_numpy(sample_indices(len(cloud), num_points, seed))]
@@ -190,7 +192,7 @@ def predict_files(
         try:
             if path.is_dir():
                 raise ValueError(f"{path}: folder holds no point cloud files")
-            points = read_point_cloud(path)
+            points = read_point_cloud(path, dtype=np.float64)
             result = {"file": str(path), **predict_points(points, model, meta, topk, category, num_points)}
             if "labels" in result and out_dir is not None:
                 output = _unique_output(Path(out_dir), path, written)
