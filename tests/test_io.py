@@ -399,6 +399,10 @@ def test_bad_text_files(tmp_path, content, message):
 @pytest.mark.parametrize("name, content", [
     ("short.ply", b"ply\nformat ascii 1.0\nelement vertex 1\nproperty\nend_header\n1 2 3\n"),
     ("count.ply", b"ply\nformat ascii 1.0\nelement vertex abc\nproperty float x\nend_header\n"),
+    ("negative.ply", b"ply\nformat binary_little_endian 1.0\nelement vertex -1\nproperty float x\n"
+                     b"property float y\nproperty float z\nend_header\n" + bytes(24)),
+    ("fraction.off", b"OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 1.7\n"),
+    ("negative.off", b"OFF\n-3 1 0\n0 0 0\n"),
     ("count.pcd", b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nPOINTS abc\nDATA ascii\n1 2 3\n"),
     # binary_compressed: a back reference (control byte 0x20) whose offset byte is missing
     ("backref.pcd", b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 1\nHEIGHT 1\nPOINTS 1\n"
@@ -407,7 +411,7 @@ def test_bad_text_files(tmp_path, content, message):
 def test_malformed_headers_and_data_name_the_file(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')}: .*(malformed|corrupt|truncated)"):
+    with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')}: .*(malformed|corrupt|truncated|count|negative)"):
         read_point_cloud(path)
 
 

@@ -299,6 +299,17 @@ def _read(path: PathLike, num_mesh_points: int, seed: int, dtype: DTypeLike) -> 
     return points, labels
 
 
+def _count(token: str, what: str, path: Path) -> int:
+    """A header's element count: a non-negative integer."""
+    try:
+        value = int(token)
+    except ValueError:
+        raise ValueError(f"{path}: {what} count {token!r} is not an integer") from None
+    if value < 0:
+        raise ValueError(f"{path}: {what} count is negative ({value})")
+    return value
+
+
 def _parse(reader: Callable[[Path], Any], path: Path) -> Any:
     """Run a format reader; any parsing failure becomes a ValueError that names the file."""
     kind = path.suffix.lower().lstrip(".").upper()
@@ -377,7 +388,7 @@ def _read_ply(path: Path) -> Tuple[np.ndarray, Labels]:
         if tokens[0] == "format":
             fmt = tokens[1] if len(tokens) > 1 else ""
         elif tokens[0] == "element" and len(tokens) == 3:
-            elements.append((tokens[1], int(tokens[2]), []))
+            elements.append((tokens[1], _count(tokens[2], f"PLY element {tokens[1]!r}", path), []))
         elif tokens[0] == "property" and elements:
             if tokens[1] == "list" and len(tokens) == 5:
                 elements[-1][2].append((tokens[4], tokens[3], tokens[2]))
@@ -494,9 +505,10 @@ def _read_pcd(path: Path) -> Tuple[np.ndarray, Labels]:
     if not (len(fields) == len(sizes) == len(types) == len(counts)):
         raise ValueError(f"{path}: PCD FIELDS, SIZE, TYPE and COUNT have different lengths")
     if "POINTS" in meta:
-        count = int(meta["POINTS"][0])
+        count = _count(meta["POINTS"][0], "PCD POINTS", path)
     else:
-        count = int(meta.get("WIDTH", ["0"])[0]) * int(meta.get("HEIGHT", ["1"])[0])
+        count = _count(meta.get("WIDTH", ["0"])[0], "PCD WIDTH", path) * _count(
+            meta.get("HEIGHT", ["1"])[0], "PCD HEIGHT", path)
     dtype_fields = []
     for name, size, kind, n in zip(fields, sizes, types, counts):
         key = (kind.upper(), int(size))
@@ -657,8 +669,9 @@ def _read_npz(path: Path) -> Tuple[np.ndarray, Labels]:
         points = next(iter(arrays.values()))
     else:
         raise ValueError(
-            f"{path}: .npz has no 'points' array and several arrays ({', '.join(arrays)}); "
-            "name the cloud 'points'"
+            f"{path}: .npz has no 'points' array and "
+            + (f"several arrays ({', '.join(arrays)}); " if arrays else "no arrays at all; ")
+            + "name the cloud 'points'"
         )
     labels = arrays.get("labels")
     return _point_columns(points, str(path)), labels
@@ -709,6 +722,8 @@ def _read_off(path: Path) -> Tuple[np.ndarray, np.ndarray]:
         num_vertices, num_faces = counts[0], counts[1]
     except (ValueError, IndexError):
         raise ValueError(f"{path}: bad OFF counts line {counts_line!r}") from None
+    if num_vertices < 0 or num_faces < 0:
+        raise ValueError(f"{path}: negative count in the OFF counts line {counts_line!r}")
     if len(body) < num_vertices + num_faces:
         raise ValueError(
             f"{path}: truncated OFF, expected {num_vertices} vertex and {num_faces} face lines, "
@@ -734,7 +749,10 @@ def _off_faces(lines: List[str]) -> np.ndarray:
     tokens = [line.split() for line in lines]
     widths = {len(t) for t in tokens}
     if len(widths) == 1:  # fast path: every face has the same number of values
-        table = np.array(tokens, dtype=np.float64).astype(np.int64)
+        values = np.array(tokens, dtype=np.float64)
+        if not (values == np.round(values)).all():
+            raise ValueError("non-integer face index")
+        table = values.astype(np.int64)
         sides = table[:, 0]
         if sides[0] >= 3 and (sides == sides[0]).all() and table.shape[1] >= sides[0] + 1:
             polygon = table[:, 1: 1 + sides[0]]
