@@ -99,7 +99,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:K
     sync_batchnorm: bool = True  # batch-norm statistics over the global batch under DDP
     threads: Optional[int] = None  # torch intra-op threads; default: torch's choice
-    progress: bool = True  # tqdm progress bars (rank 0)
+    progress: bool = True  # tqdm progress bars (rank 0, when stderr is a terminal)
     checkpoint_every: int = 1  # write last.pt every k epochs (and after the last)
 
 

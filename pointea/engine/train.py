@@ -29,6 +29,7 @@ import math
 import os
 import random
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -707,7 +708,7 @@ def _run(config: Config, run_dir: Path, resume: bool, task: str, select: str,
                     loader.sampler.set_epoch(epoch)
                 batches = _loader_batches(loader, device, augment)
             progress = None
-            if tc.progress and context.is_main:
+            if tc.progress and context.is_main and sys.stderr.isatty():  # no bars in log files
                 from tqdm import tqdm
 
                 progress = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}",
