@@ -316,6 +316,12 @@ def test_run_log_starts_fresh_or_drops_epochs_after_the_resumed_checkpoint(tmp_p
     assert (tmp_path / "log.jsonl").read_text() == ""
 
 
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    train(tiny_config("train.progress=true", epochs=1), tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err
+
+
 def test_cosine_schedule_with_warmup():
     factors = [cosine_factor(step, total_steps=10, warmup_steps=2, min_ratio=0.1) for step in range(11)]
     assert factors[0] == pytest.approx(0.5) and factors[1] == pytest.approx(1.0)
