@@ -119,9 +119,10 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tupl
         ``"metrics"`` and ``"config"`` (empty dicts when absent).
 
     Raises:
-        ValueError: the file is not a valid checkpoint (see :func:`load_checkpoint`), or its
+        ValueError: the file is not a valid checkpoint (see :func:`load_checkpoint`), its
             weights do not match the model its config describes (missing / unexpected keys and
-            shape mismatches are listed).
+            shape mismatches are listed) or hold NaN / inf, or its dataset metadata does not fit
+            the model (number of class names, point count).
     """
     from pointea.models import build_model, model_config_from_dict
 
