@@ -84,9 +84,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"pointea train: error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:  # permissions, a full disk, ...
-        print(f"pointea train: error: {error}", file=sys.stderr)
-        return 1
     if result.get("rank", 0) == 0:
         best = result["best"]
         metric = result["select_metric"]
