@@ -253,6 +253,14 @@ def test_layout_choice(tmp_path, cache_dir):
     assert text.layout == "text" and len(text) == 2
     with pytest.raises(FileNotFoundError, match="modelnet40_ply_hdf5_2048"):
         ModelNet40(tmp_path, num_points=8, cache_dir=cache_dir, layout="hdf5")
+    # a split only one layout holds is read from that layout, unless a layout is chosen
+    train_only = tmp_path / "train_only"
+    write_folder_layout(train_only, {"airplane": {"train": 3}})
+    write_text_layout(train_only, {"airplane": 2}, {"airplane": 1})
+    assert ModelNet40(train_only, split="train", num_points=8, cache_dir=cache_dir).layout == "folder"
+    assert ModelNet40(train_only, split="test", num_points=8, cache_dir=cache_dir).layout == "text"
+    with pytest.raises(FileNotFoundError, match="test split missing"):
+        ModelNet40(train_only, split="test", num_points=8, cache_dir=cache_dir, layout="folder")
     with pytest.raises(ValueError, match="layout must be one of hdf5, folder, text"):
         ModelNet40(tmp_path, cache_dir=cache_dir, layout="meshes")
 

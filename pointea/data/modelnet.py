@@ -280,11 +280,13 @@ class _ModelNet(Dataset):
         self.cache_dir = cache_dir
         self.in_channels = 6 if use_normals else 3
 
+        official_split = "test" if split == "test" else "train"
+        # without a chosen layout, prefer one that holds the split
+        detect = self._detect_layouts if layout else lambda: self._layouts_for(official_split)
         self.layout, self.layout_dir = choose_layout(
-            self.name, self.root, self._detect_layouts, LAYOUTS, layout, download, self._not_found_message
+            self.name, self.root, detect, LAYOUTS, layout, download, self._not_found_message
         )
 
-        official_split = "test" if split == "test" else "train"
         loader = {"hdf5": self._load_hdf5, "folder": self._load_folder, "text": self._load_text}
         arrays = loader[self.layout](self.layout_dir, official_split)
         points, labels, files = arrays.points, arrays.labels, arrays.files
@@ -345,6 +347,24 @@ class _ModelNet(Dataset):
             (child / "train").is_dir() or (child / "test").is_dir()
             for child in folder.iterdir() if child.is_dir() and child.name in self.official_classes
         )
+
+    def _layouts_for(self, split: str) -> Dict[str, Path]:
+        """The layouts under the root that hold ``split``, else all of them (the loader then says
+        what is missing)."""
+        found = self._detect_layouts()
+        holding = {layout: folder for layout, folder in found.items() if self._holds_split(layout, folder, split)}
+        if holding and len(holding) < len(found):
+            logger.info("%s: of the layouts under %s (%s), only %s hold%s the %s split",
+                        self.name, self.root, ", ".join(found), ", ".join(holding),
+                        "s" if len(holding) == 1 else "", split)
+        return holding or found
+
+    def _holds_split(self, layout: str, folder: Path, split: str) -> bool:
+        if layout == "hdf5":
+            return bool(list_hdf5_files(folder, folder / f"{split}_files.txt", split))
+        if layout == "text":
+            return (folder / f"modelnet{self.variant}_{split}.txt").is_file()
+        return any((child / split).is_dir() for child in folder.iterdir() if child.is_dir())
 
     def _detect_layouts(self) -> Dict[str, Path]:
         found: Dict[str, Path] = {}
