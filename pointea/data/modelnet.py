@@ -343,8 +343,12 @@ class _ModelNet(Dataset):
             return (folder / f"modelnet{self.variant}_shape_names.txt").is_file()
         if folder.name == f"ModelNet{self.variant}":
             return True
+        return self._class_folder_holds(folder, ("train", "test"))
+
+    def _class_folder_holds(self, folder: Path, splits: Sequence[str]) -> bool:
+        """Whether some class folder under ``folder`` has a subfolder named after one of ``splits``."""
         return any(
-            (child / "train").is_dir() or (child / "test").is_dir()
+            any((child / split).is_dir() for split in splits)
             for child in folder.iterdir() if child.is_dir() and child.name in self.official_classes
         )
 
@@ -364,7 +368,7 @@ class _ModelNet(Dataset):
             return bool(list_hdf5_files(folder, folder / f"{split}_files.txt", split))
         if layout == "text":
             return (folder / f"modelnet{self.variant}_{split}.txt").is_file()
-        return any((child / split).is_dir() for child in folder.iterdir() if child.is_dir())
+        return self._class_folder_holds(folder, (split,))
 
     def _detect_layouts(self) -> Dict[str, Path]:
         found: Dict[str, Path] = {}
