@@ -283,7 +283,7 @@ def _read(path: PathLike, num_mesh_points: int, seed: int, dtype: DTypeLike) -> 
         vertices, faces = _parse(read_mesh, path)
         if len(faces) == 0:  # a mesh file holding vertices only is a point cloud
             return validate_points(vertices, source, dtype), None
-        return sample_mesh_surface(vertices, faces, num_mesh_points, seed, source).astype(dtype), None
+        return sample_mesh_surface(vertices, faces, num_mesh_points, seed, source).astype(dtype, copy=False), None
     readers = {
         ".ply": _read_ply, ".pcd": _read_pcd, ".npy": _read_npy, ".npz": _read_npz,
         ".xyz": _read_text, ".txt": _read_text, ".csv": _read_text, ".pts": _read_text,
