@@ -11,18 +11,21 @@ DATASETS = ("modelnet40", "modelnet10", "shapenetpart")
 EPILOG = """\
 examples:
   # ModelNet40 in the HDF5 layout (falls back to the other known archives)
-  pointea download modelnet40 --root data
-  # ShapeNetPart from a mirror, checked against a known sha256
-  pointea download shapenetpart --root data \\
+  pointea download modelnet40 --data-root data
+  # ShapeNetPart from a mirror, checked against a sha256 you trust
+  pointea download shapenetpart --data-root data \\
       --url https://mirror.example.org/shapenetcore_partanno_segmentation_benchmark_v0_normal.zip \\
       --sha256 <64 hex digits>
   # an archive already on disk
-  pointea download modelnet10 --root data --url file:///downloads/ModelNet10.zip
+  pointea download modelnet10 --data-root data --url file:///downloads/ModelNet10.zip
   # try a mirror (base URL or folder holding the archives) before the original hosts
-  POINTEA_DATA_MIRROR=https://mirror.example.org/pointea pointea download modelnet40 --root data
+  POINTEA_DATA_MIRROR=https://mirror.example.org/pointea pointea download modelnet40 --data-root data
 
-An interrupted download resumes from <root>/<archive>.part when run again. An archive placed
-by hand at <root>/<archive> is verified and unpacked without downloading.
+An interrupted download resumes from DIR/<archive>.part when run again. An archive placed by hand
+at DIR/<archive> is checked and unpacked without downloading. Archives with a published sha256
+(see --list) are verified against it; the others are reported as "not verified: no published
+checksum". Unpacking stops past 20 GiB in total (POINTEA_MAX_UNPACKED_GB or --max-unpacked-gb)
+or at 200x expansion (--max-ratio); the largest known archive, ModelNet40.zip, unpacks to ~9 GiB.
 """
 
 
@@ -31,17 +34,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "download",
         help="download and unpack ModelNet40, ModelNet10 or ShapeNetPart",
         description=(
-            "Download a benchmark archive (resumable), verify its sha256, and unpack it safely "
-            "under --root. Already unpacked datasets are left alone."
+            "Download a benchmark archive (resumable), check its sha256 where one is published, and "
+            "unpack it safely under --data-root. Already unpacked datasets are left alone."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
     parser.add_argument("dataset", choices=DATASETS, help="dataset to fetch")
-    parser.add_argument("--root", default="data", help="folder receiving the dataset (default: %(default)s)")
-    parser.add_argument("--url", help="archive URL to use instead of the known hosts (http(s):// or file://)")
-    parser.add_argument("--sha256", help="expected sha256 of the archive")
+    parser.add_argument("--data-root", default="data", metavar="DIR",
+                        help="folder receiving the dataset (default: %(default)s)")
+    # The option's former name, still accepted; a separate argument so that help hides it.
+    parser.add_argument("--root", dest="data_root", help=argparse.SUPPRESS)
+    parser.add_argument("--url", metavar="URL",
+                        help="archive URL to use instead of the known hosts (http(s):// or file://)")
+    parser.add_argument("--sha256", metavar="HEX", help="expected sha256 of the archive")
     parser.add_argument("--keep-archive", action="store_true", help="keep the archive after unpacking")
+    parser.add_argument("--max-unpacked-gb", type=float, metavar="GB",
+                        help="refuse archives unpacking to more than this many GiB "
+                             "(default: $POINTEA_MAX_UNPACKED_GB or 20)")
+    parser.add_argument("--max-ratio", type=float, metavar="N",
+                        help="refuse archives inflating more than N times (default: 200)")
     parser.add_argument("--list", action="store_true", help="print the known archives of the dataset and exit")
     return parser
 
@@ -52,13 +64,15 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.list:
         for source in candidate_sources(args.dataset, args.url, args.sha256):
+            checksum = source.sha256 or "none published (downloads are not verified)"
             print(f"{source.filename}  ({source.layout or 'archive'})\n  url     {source.url}\n"
-                  f"  sha256  {source.sha256 or 'unknown'}\n  unpacks {source.folder}/")
+                  f"  sha256  {checksum}\n  unpacks {source.folder}/")
         return 0
     try:
-        folder = download_dataset(args.dataset, args.root, url=args.url, sha256=args.sha256,
-                                  keep_archive=args.keep_archive, progress=True)
-    except (DownloadError, ValueError) as error:
+        folder = download_dataset(args.dataset, args.data_root, url=args.url, sha256=args.sha256,
+                                  keep_archive=args.keep_archive, progress=True,
+                                  max_unpacked_gb=args.max_unpacked_gb, max_ratio=args.max_ratio)
+    except (DownloadError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(folder)

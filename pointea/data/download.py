@@ -1,4 +1,5 @@
-"""Fetch and unpack the public benchmark archives: resumable, checksummed, atomic, safe to unpack.
+"""Fetch and unpack the public benchmark archives: resumable, checksummed where a digest is known,
+atomic, safe to unpack.
 
 All archive locations live in :data:`SOURCES`. Each dataset lists alternative archives, tried in
 order; any one of them provides the dataset (in one of the layouts the dataset classes read).
@@ -7,20 +8,28 @@ Several original hosts are offline, so every URL can be replaced: pass ``url=`` 
 usual names; the mirror is tried before the original hosts.
 
 Steps for one archive: download to ``<root>/<filename>.part`` (resumed with an HTTP ``Range``
-request when a partial file exists), verify its sha256, rename it to ``<root>/<filename>``, unpack
-into a temporary folder beside the target (refusing members that would land outside it), then
-rename the result to ``<root>/<folder>``. A dataset whose folder already exists is not fetched
-again.
+request when a partial file exists), check its sha256 when one is published (or given), rename it
+to ``<root>/<filename>``, unpack it into a temporary folder beside the target, then rename the
+result to ``<root>/<folder>``. A dataset whose folder already exists is not fetched again.
+
+Unpacking trusts nothing in the archive: only plain files and folders are accepted (links, devices
+and FIFOs are refused, as are absolute names and ``..``), every member is checked before anything
+is written, and bytes are counted while they stream out, so a compression bomb stops at the
+limits (total size and expansion ratio; see :func:`extract_archive`) whatever its headers declare.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import logging
+import lzma
 import os
 import re
 import shutil
+import socket
+import stat
 import sys
 import tarfile
 import tempfile
@@ -28,9 +37,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Dict, List, Optional, Union
+from typing import BinaryIO, Dict, List, Optional, Union
 
 from pointea import __version__
 
@@ -39,9 +49,18 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 MIRROR_ENV = "POINTEA_DATA_MIRROR"
+MAX_UNPACKED_ENV = "POINTEA_MAX_UNPACKED_GB"
 CHUNK_SIZE = 1 << 20
 TIMEOUT_S = 60
 ATTEMPTS = 3  # per archive; each retry resumes where the previous attempt stopped
+GIB = 1 << 30
+# ModelNet40.zip, the largest known archive, unpacks to about 9.1 GiB; the others to under 2 GiB.
+DEFAULT_MAX_UNPACKED_GB = 20.0
+# Point clouds, meshes and HDF5 files deflate 1-5x; a compression bomb inflates 1,000x or more.
+DEFAULT_MAX_RATIO = 200.0
+# The ratio is judged only past this many bytes: a small label file of one repeated value can
+# deflate 200x, and small members cannot fill a disk.
+RATIO_MIN_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -51,7 +70,8 @@ class Source:
     Attributes:
         url: where to fetch it (``http(s)://`` or ``file://``).
         filename: the archive's file name.
-        sha256: expected hex digest, or None when unknown (the digest is then logged, not checked).
+        sha256: expected hex digest, or None when none is published (the download is then
+            reported as not verified).
         folder: the folder the archive unpacks to, created under the download root.
         layout: short description of what the folder holds.
     """
@@ -63,23 +83,38 @@ class Source:
     layout: str = ""
 
 
+# Digests are recorded only where a public source states one for exactly that file:
+#   modelnet40_ply_hdf5_2048.zip (435,212,151 bytes) and ModelNet40.zip (2,039,180,837 bytes):
+#     tensorflow/graphics, tensorflow_graphics/datasets/modelnet40/checksums/model_net40.txt
+#     (the ModelNet40.zip digest is also in FluxML/Flux3D.jl, src/datasets/modelnet/base.jl).
+#   ModelNet10.zip: FluxML/Flux3D.jl, src/datasets/modelnet/base.jl (fetched from the same
+#     3dvision.princeton.edu path).
+# None published: modelnet40_normal_resampled.zip (Flux3D.jl gives it the digest an older Flux3D
+# version gave ModelNet10.zip, so that value is not trusted) and
+# shapenetcore_partanno_segmentation_benchmark_v0_normal.zip.
+_MN40_HDF5 = Source(
+    "https://shapenet.cs.stanford.edu/media/modelnet40_ply_hdf5_2048.zip",
+    "modelnet40_ply_hdf5_2048.zip",
+    "07670e237db72ece0f723b9abb571534c9ad655a6456b389646587dc72bb8bae",
+    "modelnet40_ply_hdf5_2048", "HDF5, 2,048 points per shape (PointNet)")
+_MN40_NORMAL = Source(
+    "https://shapenet.cs.stanford.edu/media/modelnet40_normal_resampled.zip",
+    "modelnet40_normal_resampled.zip", None, "modelnet40_normal_resampled",
+    "text, 10,000 points with normals per shape (PointNet++)")
+
 SOURCES: Dict[str, List[Source]] = {
     "modelnet40": [
-        Source("https://shapenet.cs.stanford.edu/media/modelnet40_ply_hdf5_2048.zip",
-               "modelnet40_ply_hdf5_2048.zip", None, "modelnet40_ply_hdf5_2048",
-               "HDF5, 2,048 points per shape (PointNet)"),
-        Source("https://shapenet.cs.stanford.edu/media/modelnet40_normal_resampled.zip",
-               "modelnet40_normal_resampled.zip", None, "modelnet40_normal_resampled",
-               "text, 10,000 points with normals per shape (PointNet++)"),
-        Source("http://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet40.zip",
-               "ModelNet40.zip", None, "ModelNet40", "original .off meshes"),
+        _MN40_HDF5,
+        _MN40_NORMAL,
+        Source("https://modelnet.cs.princeton.edu/ModelNet40.zip", "ModelNet40.zip",
+               "42dc3e656932e387f554e25a4eb2cc0e1a1bd3ab54606e2a9eae444c60e536ac",
+               "ModelNet40", "original .off meshes"),
     ],
     "modelnet10": [
-        Source("http://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip",
-               "ModelNet10.zip", None, "ModelNet10", "original .off meshes"),
-        Source("https://shapenet.cs.stanford.edu/media/modelnet40_normal_resampled.zip",
-               "modelnet40_normal_resampled.zip", None, "modelnet40_normal_resampled",
-               "text with normals; holds the ModelNet10 lists too"),
+        Source("https://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip", "ModelNet10.zip",
+               "9d8679435fc07d1d26f13009878db164a7aa8ea5e7ea3c8880e42794b7307d51",
+               "ModelNet10", "original .off meshes"),
+        replace(_MN40_NORMAL, layout="text with normals; holds the ModelNet10 lists too"),
     ],
     "shapenetpart": [
         Source("https://shapenet.cs.stanford.edu/media/shapenetcore_partanno_segmentation_benchmark_v0_normal.zip",
@@ -107,6 +142,8 @@ def download_dataset(
     sha256: Optional[str] = None,
     keep_archive: bool = False,
     progress: Optional[bool] = None,
+    max_unpacked_gb: Optional[float] = None,
+    max_ratio: Optional[float] = None,
 ) -> Path:
     """Download and unpack dataset ``name`` under ``root``; do nothing if it is already there.
 
@@ -118,12 +155,14 @@ def download_dataset(
         keep_archive: keep a downloaded archive after unpacking it (deleted by default to save
             space; an archive placed in ``root`` by hand is always kept).
         progress: show a progress bar (default: when stderr is a terminal).
+        max_unpacked_gb, max_ratio: unpacking limits, see :func:`extract_archive`.
 
     Returns:
         The unpacked dataset folder, e.g. ``root / "modelnet40_ply_hdf5_2048"``.
 
     Raises:
-        ValueError: unknown ``name`` or malformed ``sha256``.
+        ValueError: unknown ``name``, malformed ``sha256`` or limit, or an archive that is not a
+            safe zip/tar within the limits (a downloaded one is removed).
         ChecksumError: the archive's sha256 differs from the expected one (the file is removed).
         DownloadError: no archive could be fetched; says which archive to fetch and where to unpack it.
     """
@@ -131,6 +170,8 @@ def download_dataset(
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(SOURCES)}")
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
+    limits = dict(max_unpacked_gb=max_unpacked_gb, max_ratio=max_ratio)
+    _unpack_limits(**limits)  # a bad limit fails before any download
     root = Path(root).expanduser()
     sources = candidate_sources(name, url, sha256)
 
@@ -140,31 +181,35 @@ def download_dataset(
             logger.info("%s already present at %s", name, target)
             return target
 
+    created = _missing_ancestors(root)
     root.mkdir(parents=True, exist_ok=True)
     if progress is None:
         progress = sys.stderr.isatty()
     failures = []
-    for source in sources:
-        placed_by_hand = (root / source.filename).is_file()
-        try:
-            archive = fetch_archive(source, root, progress=progress)
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", None) or error
-            logger.warning("could not fetch %s: %s", source.url, reason)
-            failures.append(f"{source.url}: {reason}")
-            continue
-        try:
-            target = extract_archive(archive, root, source.folder)
-        except ValueError as error:
-            if placed_by_hand:
-                raise
-            archive.unlink()  # e.g. an HTML error page saved under the archive's name
-            raise ValueError(f"{error} (downloaded from {source.url}; the file was removed)") from None
-        if not keep_archive and not placed_by_hand:
-            archive.unlink()
-        logger.info("%s ready at %s", name, target)
-        return target
-    raise DownloadError(_manual_instructions(name, root, sources, failures))
+    try:
+        for source in sources:
+            placed_by_hand = (root / source.filename).is_file()
+            try:
+                archive = fetch_archive(source, root, progress=progress)
+            except (urllib.error.URLError, OSError) as error:
+                failures.append(f"{source.filename}: {describe_failure(source.url, error)}")
+                continue
+            for failure in failures:  # said once here; on total failure the error lists them
+                logger.info("skipped: %s", failure)
+            try:
+                target = extract_archive(archive, root, source.folder, **limits)
+            except ValueError as error:
+                if placed_by_hand:
+                    raise
+                archive.unlink()  # e.g. an HTML error page saved under the archive's name
+                raise ValueError(f"{error} (downloaded from {source.url}; the file was removed)") from None
+            if not keep_archive and not placed_by_hand:
+                archive.unlink()
+            logger.info("%s ready at %s", name, target)
+            return target
+        raise DownloadError(_manual_instructions(name, root, sources, failures))
+    finally:
+        _remove_if_empty(created)
 
 
 def candidate_sources(name: str, url: Optional[str] = None, sha256: Optional[str] = None) -> List[Source]:
@@ -202,10 +247,11 @@ def sha256_of(path: PathLike) -> str:
 
 
 def fetch_archive(source: Source, root: Path, progress: bool = False) -> Path:
-    """Download ``source`` to ``root / source.filename`` (resuming a ``.part`` file) and verify it.
+    """Download ``source`` to ``root / source.filename`` (resuming a ``.part`` file) and check it.
 
-    An archive already at that path (downloaded before, or placed there by hand) is verified and
-    reused.
+    An archive already at that path (downloaded before, or placed there by hand) is checked and
+    reused. The digest is compared when ``source.sha256`` is set; otherwise the download is logged
+    as not verified.
 
     Raises:
         ChecksumError: digest mismatch; the bad file is deleted so the next try starts afresh.
@@ -231,28 +277,53 @@ def fetch_archive(source: Source, root: Path, progress: bool = False) -> Path:
     return archive
 
 
-def extract_archive(archive: Path, root: Path, folder: str) -> Path:
+def extract_archive(
+    archive: PathLike,
+    root: PathLike,
+    folder: str,
+    max_unpacked_gb: Optional[float] = None,
+    max_ratio: Optional[float] = None,
+) -> Path:
     """Unpack a zip or tar ``archive`` so that ``root / <top folder>`` appears atomically.
 
-    Members are checked before anything is written: absolute paths, ``..`` components, links
-    pointing outside the archive and special files are refused. An archive holding one top-level
-    folder gives that folder; an archive with loose files is unpacked into ``root / folder``.
+    Every member is checked before anything is written: only plain files and folders with
+    relative names inside the archive are accepted (links, devices, FIFOs, absolute names, ``..``,
+    encrypted or duplicate members are refused). Bytes are counted while each member streams out
+    in chunks, so the limits hold whatever sizes the headers declare. An archive holding one
+    top-level folder gives that folder; an archive with loose files is unpacked into
+    ``root / folder``. On any error the temporary folder is removed and ``root`` is unchanged.
+
+    Args:
+        archive: the zip or tar file (any compression ``tarfile`` reads).
+        root: folder receiving the unpacked folder.
+        folder: folder name for an archive of loose files.
+        max_unpacked_gb: most GiB to unpack (default: ``$POINTEA_MAX_UNPACKED_GB`` or 20).
+        max_ratio: most unpacked bytes per archive byte, for the whole archive and for each zip
+            member past 1 MiB (default 200; the known archives stay under 5).
 
     Returns:
         The unpacked folder.
 
     Raises:
-        ValueError: not a zip/tar archive, or a member would escape the target folder.
+        ValueError: not a zip/tar archive, a corrupt one, a refused member or a limit exceeded;
+            the message names the archive and the member.
     """
+    archive = Path(archive)
     root = Path(root).resolve()
+    max_bytes, ratio = _unpack_limits(max_unpacked_gb, max_ratio)
+    budget = _Budget(archive, max_bytes, ratio, archive.stat().st_size)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder}.", suffix=".unpack", dir=root))
     try:
-        if zipfile.is_zipfile(archive):
-            _extract_zip(archive, staging)
-        elif tarfile.is_tarfile(archive):
-            _extract_tar(archive, staging)
-        else:
-            raise ValueError(f"{archive}: not a zip or tar archive")
+        try:
+            if zipfile.is_zipfile(archive):
+                _extract_zip(archive, staging, budget)
+            elif tarfile.is_tarfile(archive):
+                _extract_tar(archive, staging, budget)
+            else:
+                raise ValueError(f"{archive}: not a zip or tar archive")
+        except (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, gzip.BadGzipFile,
+                EOFError, NotImplementedError) as error:
+            raise ValueError(f"{archive}: corrupt or unsupported archive ({error})") from None
         entries = [p for p in staging.iterdir() if p.name != "__MACOSX"]
         if len(entries) == 1 and entries[0].is_dir():
             unpacked, target = entries[0], root / entries[0].name
@@ -269,10 +340,34 @@ def extract_archive(archive: Path, root: Path, folder: str) -> Path:
             shutil.rmtree(staging)
 
 
+def describe_failure(url: str, error: BaseException) -> str:
+    """One line in words for a failed fetch of ``url``, e.g. ``could not reach host: connection refused``."""
+    if isinstance(error, _Incomplete):
+        return str(error)
+    parsed = urllib.parse.urlparse(url)
+    if isinstance(error, urllib.error.HTTPError):
+        return f"{parsed.netloc} answered HTTP {error.code} {error.reason} for {url}"
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if parsed.scheme == "file":
+        path = urllib.request.url2pathname(parsed.path)
+        if isinstance(reason, FileNotFoundError):
+            return f"no file at {path}"
+        return f"could not read {path}: {_in_words(reason)}"
+    return f"could not reach {parsed.netloc or url}: {_in_words(reason)}"
+
+
 # --------------------------------------------------------------------------- internals
 
 class _Incomplete(ConnectionError):
     """The server closed the connection before sending the whole file."""
+
+
+def _in_words(reason: object) -> str:
+    """An OS or socket error as lower-case words, without the ``[Errno N]`` prefix."""
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return "timed out"
+    text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+    return text[:1].lower() + text[1:]
 
 
 def _download(url: str, partial: Path, progress: bool) -> None:
@@ -324,10 +419,18 @@ def _progress_bar(total: Optional[int], initial: int, name: str, enabled: bool):
 
 
 def _verify(path: Path, source: Source) -> None:
+    """Compare ``path`` with ``source.sha256``; say plainly when there is nothing to compare with."""
     digest = sha256_of(path)
     if source.sha256 is None:
-        logger.warning("%s: sha256 %s could not be verified (no known checksum for %s)",
-                       path.name, digest, source.url)
+        published = next((s.sha256 for sources in SOURCES.values() for s in sources
+                          if s.filename == source.filename and s.sha256), None)
+        if published:  # a --url copy of a known archive: offer the published digest
+            logger.warning("%s: not verified: no checksum given for %s (sha256 of this copy %s; "
+                           "the published one is %s, pass it as sha256= / --sha256 to check)",
+                           source.filename, source.url, digest, published)
+        else:
+            logger.warning("%s: not verified: no published checksum (sha256 of this copy %s)",
+                           source.filename, digest)
         return
     if digest != source.sha256.lower():
         path.unlink()
@@ -335,46 +438,151 @@ def _verify(path: Path, source: Source) -> None:
             f"{source.filename}: sha256 mismatch, expected {source.sha256.lower()}, got {digest} "
             f"(from {source.url}); the file was removed, a new try downloads it again"
         )
-    logger.info("%s: sha256 verified", path.name)
+    logger.info("%s: sha256 verified", source.filename)
+
+
+def _unpack_limits(max_unpacked_gb: Optional[float] = None, max_ratio: Optional[float] = None):
+    """The limits in bytes and as a ratio, from the arguments, else the environment, else the defaults."""
+    if max_unpacked_gb is None:
+        text = os.environ.get(MAX_UNPACKED_ENV, "").strip()
+        try:
+            max_unpacked_gb = float(text) if text else DEFAULT_MAX_UNPACKED_GB
+        except ValueError:
+            raise ValueError(f"{MAX_UNPACKED_ENV} must be a number of GiB, got {text!r}") from None
+    if max_ratio is None:
+        max_ratio = DEFAULT_MAX_RATIO
+    if not max_unpacked_gb > 0:
+        raise ValueError(f"max_unpacked_gb must be positive, got {max_unpacked_gb!r}")
+    if not max_ratio >= 1:
+        raise ValueError(f"max_ratio must be at least 1, got {max_ratio!r}")
+    return int(max_unpacked_gb * GIB), float(max_ratio)
+
+
+@dataclass
+class _Budget:
+    """Unpacking limits for one archive and the bytes written so far."""
+
+    archive: Path
+    max_bytes: int
+    max_ratio: float
+    archive_size: int
+    written: int = 0
+    declared: int = 0
+
+    def declare(self, name: str, size: int, compressed: Optional[int]) -> None:
+        """Refuse early, before any byte is written, when the headers already declare too much.
+
+        Headers may also understate the sizes: :meth:`copy` counts what actually streams out.
+        """
+        self.declared += size
+        if self.declared > self.max_bytes:
+            raise ValueError(f"{self.archive}: refusing member {name!r}, the archive declares "
+                             f"{self.declared / GIB:.2f} GiB unpacked, over the {self._limit_text()}")
+        self._check_ratio(name, size, compressed)
+        self._check_ratio(name, self.declared, self.archive_size)
+
+    def copy(self, source: BinaryIO, target: Path, name: str, compressed: Optional[int]) -> None:
+        """Stream member ``name`` into a new file, refusing it before a chunk crosses a limit."""
+        member = 0
+        with open(target, "xb") as out:
+            for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+                member += len(chunk)
+                self.written += len(chunk)
+                if self.written > self.max_bytes:
+                    raise ValueError(f"{self.archive}: stopped at member {name!r}, more than the "
+                                     f"{self._limit_text()} would be unpacked")
+                self._check_ratio(name, member, compressed)
+                self._check_ratio(name, self.written, self.archive_size)
+                out.write(chunk)
+
+    def _check_ratio(self, name: str, size: int, packed: Optional[int]) -> None:
+        if packed is not None and size > RATIO_MIN_BYTES and size > self.max_ratio * max(packed, 1):
+            raise ValueError(f"{self.archive}: refusing member {name!r}, it inflates over {self.max_ratio:g}x "
+                             f"(compression-bomb guard; raise it with max_ratio= / --max-ratio)")
+
+    def _limit_text(self) -> str:
+        return (f"{self.max_bytes / GIB:g} GiB limit (raise it with --max-unpacked-gb or "
+                f"{MAX_UNPACKED_ENV})")
 
 
 def _member_target(base: Path, name: str, archive: Path) -> Path:
     """Where member ``name`` lands under ``base``; refuses names escaping ``base``."""
     pure = PurePosixPath(name.replace("\\", "/"))
-    if pure.is_absolute() or re.match(r"^[A-Za-z]:", name) or ".." in pure.parts:
+    if pure.is_absolute() or re.match(r"^[A-Za-z]:", name) or ".." in pure.parts or "\0" in name:
         raise ValueError(f"{archive}: refusing member {name!r} that points outside the target folder")
     return base.joinpath(*[part for part in pure.parts if part not in ("", ".")])
 
 
-def _extract_zip(archive: Path, staging: Path) -> None:
+def _plan(staging: Path, archive: Path, members: list) -> None:
+    """Refuse duplicate files and files that are also folders, before anything is written.
+
+    ``members`` holds ``(name, target, is_dir)``.
+    """
+    files, folders = set(), {staging}
+    for name, target, is_dir in members:
+        if is_dir:
+            folders.add(target)
+        elif target in files or target == staging:
+            raise ValueError(f"{archive}: refusing member {name!r}, a duplicate or empty name")
+        else:
+            files.add(target)
+        folders.update(target.parents)
+    clash = files & folders
+    if clash:
+        raise ValueError(f"{archive}: refusing member {min(clash).relative_to(staging).as_posix()!r}, "
+                         f"both a file and a folder")
+
+
+def _extract_zip(archive: Path, staging: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as handle:
         members = handle.infolist()
+        planned = []
         for member in members:
-            _member_target(staging, member.filename, archive)
-            if (member.external_attr >> 16) & 0o170000 == 0o120000:
-                raise ValueError(f"{archive}: refusing symbolic link member {member.filename!r}")
-        handle.extractall(staging, members)
+            target = _member_target(staging, member.filename, archive)
+            kind = stat.S_IFMT(member.external_attr >> 16)
+            if kind == stat.S_IFLNK:
+                raise ValueError(f"{archive}: refusing link {member.filename!r} "
+                                 f"(dataset archives hold only files and folders)")
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                raise ValueError(f"{archive}: refusing special file member {member.filename!r}")
+            if member.flag_bits & 0x1:
+                raise ValueError(f"{archive}: refusing encrypted member {member.filename!r}")
+            budget.declare(member.filename, member.file_size, member.compress_size)
+            planned.append((member.filename, target, member.is_dir()))
+        _plan(staging, archive, planned)
+        for member, (name, target, is_dir) in zip(members, planned):
+            if is_dir:
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with handle.open(member) as source:
+                budget.copy(source, target, name, compressed=member.compress_size)
 
 
-def _extract_tar(archive: Path, staging: Path) -> None:
+def _extract_tar(archive: Path, staging: Path, budget: _Budget) -> None:
+    # Written by hand rather than with extractall: tarfile's "data" filter is missing on older
+    # Pythons, and these archives need nothing beyond plain files and folders.
     with tarfile.open(archive) as handle:
-        members = handle.getmembers()
-        for member in members:
+        members, planned = [], []
+        for member in handle:  # lazily, so a bomb's header stops the scan before its data is read
+            members.append(member)
             target = _member_target(staging, member.name, archive)
             if member.issym() or member.islnk():
-                # A link target is relative to the link's folder (symlink) or the archive root (hard link).
-                origin = target.parent if member.issym() else staging
-                resolved = os.path.normpath(origin / member.linkname)
-                if os.path.isabs(member.linkname) or not resolved.startswith(str(staging) + os.sep):
-                    raise ValueError(
-                        f"{archive}: refusing link {member.name!r} -> {member.linkname!r} outside the target folder"
-                    )
-            elif not (member.isfile() or member.isdir()):
+                raise ValueError(f"{archive}: refusing link {member.name!r} -> {member.linkname!r} "
+                                 f"(dataset archives hold only files and folders)")
+            if not (member.isfile() or member.isdir()):
                 raise ValueError(f"{archive}: refusing special file member {member.name!r}")
-        if hasattr(tarfile, "data_filter"):
-            handle.extractall(staging, members, filter="data")
-        else:
-            handle.extractall(staging, members)
+            budget.declare(member.name, member.size if member.isfile() else 0, None)
+            planned.append((member.name, target, member.isdir()))
+        _plan(staging, archive, planned)
+        for member, (name, target, is_dir) in zip(members, planned):
+            if is_dir:
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = handle.extractfile(member)
+            with source:
+                budget.copy(source, target, name, compressed=None)
 
 
 def _strip_archive_suffix(filename: str) -> str:
@@ -384,19 +592,38 @@ def _strip_archive_suffix(filename: str) -> str:
     return filename
 
 
+def _missing_ancestors(folder: Path) -> List[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _remove_if_empty(folders: List[Path]) -> None:
+    """Remove the folders this call created (deepest first) that are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a dataset, an archive or a .part to resume) or already gone
+            return
+
+
 def _manual_instructions(name: str, root: Path, sources: List[Source], failures: List[str]) -> str:
     lines = [f"Could not download {name} into {root}:"]
     lines += [f"  - {failure}" for failure in failures]
     lines.append("Fetch one of these archives by hand (any one is enough):")
     for source in sources:
-        checksum = source.sha256 or "unknown"
+        checksum = source.sha256 or "unknown (no published checksum; the file will not be verified)"
         lines.append(f"  - {source.filename} ({source.layout or 'archive'}), sha256 {checksum}")
         lines.append(f"      from {source.url}")
         lines.append(f"      unpack it so that {root / source.folder}/ exists "
-                     f"(or save it as {root / source.filename} and rerun to verify and unpack it)")
+                     f"(or save it as {root / source.filename} and rerun to check and unpack it)")
     example = sources[0].filename
     lines.append(
-        f"Or use a mirror: pointea download {name} --root {root} --url <mirror>/{example}, "
+        f"Or use a mirror: pointea download {name} --data-root {root} --url <mirror>/{example}, "
         f"or set {MIRROR_ENV}=<base URL or folder holding {example}>."
     )
     return "\n".join(lines)
