@@ -287,7 +287,7 @@ def test_missing_root_says_what_to_fetch(tmp_path, cache_dir):
         ModelNet40(root, cache_dir=cache_dir)
     message = str(error.value)
     assert str(root) in message and "does not exist" in message
-    assert f"pointea download modelnet40 --root {root}" in message and "download=True" in message
+    assert f"pointea download modelnet40 --data-root {root}" in message and "download=True" in message
     for expected in ("modelnet40_ply_hdf5_2048", "ModelNet40/<class>", "modelnet40_normal_resampled"):
         assert expected in message
 

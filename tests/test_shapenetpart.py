@@ -196,7 +196,7 @@ def test_layout_choice_and_missing_root(tmp_path, cache_dir):
     with pytest.raises(FileNotFoundError, match="v0_normal/synsetoffset2category.txt"):
         ShapeNetPart(tmp_path, cache_dir=cache_dir, layout="normal")
     missing = tmp_path / "nowhere"
-    with pytest.raises(FileNotFoundError, match=f"does not exist.*pointea download shapenetpart --root {missing}"):
+    with pytest.raises(FileNotFoundError, match=f"does not exist.*pointea download shapenetpart --data-root {missing}"):
         ShapeNetPart(missing, cache_dir=cache_dir)
 
 

@@ -394,8 +394,8 @@ class _ModelNet(Dataset):
         return (
             f"{self.name} not found: {self.root} {state}. Expected under it (or as it): "
             + "; ".join(expected[w] for w in wanted)
-            + f". Fetch it with `pointea download {self.name.lower()} --root {self.root}` "
-            "or pass download=True."
+            + f". Fetch it with `pointea download {self.name.lower()} --data-root {self.root}` "
+            "(Python: download=True)."
         )
 
     def _missing_split(self, split: str, folder: Path, expected: str) -> FileNotFoundError:

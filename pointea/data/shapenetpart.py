@@ -310,7 +310,7 @@ class ShapeNetPart(Dataset):
         return (
             f"ShapeNetPart not found: {self.root} {state}. Expected under it (or as it): "
             + "; ".join(expected[name] for name in ([layout] if layout else LAYOUTS))
-            + f". Fetch it with `pointea download shapenetpart --root {self.root}` or pass download=True."
+            + f". Fetch it with `pointea download shapenetpart --data-root {self.root}` (Python: download=True)."
         )
 
     # ----------------------------------------------------------------------- loading
