@@ -14,6 +14,7 @@ Recipes ship in ``pointea/configs/*.yaml``; :func:`load_config` accepts a recipe
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,12 @@ import yaml
 from pointea.atomic import atomic_write_text
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+# An error lists every valid choice when there are at most this many, or when none is close to
+# the bad value; a longer list is left out behind a close match, to keep the message one line.
+MAX_LISTED_CHOICES = 12
+# a suggestion's difflib ratio may trail the best suggestion's by at most this much
+CLOSE_MATCH_MARGIN = 0.05
 
 DATASETS = ("synthetic", "modelnet40", "modelnet10", "shapenetpart")
 OPTIMIZERS = ("adamw", "sgd")
@@ -132,10 +139,10 @@ def resolve_config_path(name_or_path: Union[str, os.PathLike]) -> Path:
     shipped = CONFIG_DIR / f"{path.name}.yaml" if path.suffix == "" else CONFIG_DIR / path.name
     if len(path.parts) == 1 and shipped.is_file():
         return shipped
-    raise FileNotFoundError(
-        f"config {str(name_or_path)!r} is neither a file nor a shipped recipe; "
-        f"shipped recipes: {', '.join(available_configs())}"
-    )
+    # a bare name is compared with the recipe names; a path with folders is not a recipe name
+    typed_name = shipped.stem if len(path.parts) == 1 else ""
+    hint = choices_hint(typed_name, available_configs(), "shipped recipes")
+    raise FileNotFoundError(f"config {str(name_or_path)!r} is neither a file nor a shipped recipe{hint}")
 
 
 def load_config(
@@ -176,11 +183,10 @@ def config_from_dict(raw: Dict[str, Any], source: str = "config") -> Config:
     """
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: expected a mapping with sections {list(SECTIONS)}")
-    unknown = set(raw) - set(SECTIONS)
+    unknown = sorted(set(raw) - set(SECTIONS), key=str)
     if unknown:
-        raise ValueError(
-            f"{source}: unknown section(s) {sorted(unknown)}; valid sections: {list(SECTIONS)}"
-        )
+        hint = choices_hint(unknown[0], list(SECTIONS), "valid sections")
+        raise ValueError(f"{source}: unknown section {unknown[0]!r}{hint}")
     sections = {}
     for name, cls in SECTIONS.items():
         values = raw.get(name) or {}
@@ -189,9 +195,8 @@ def config_from_dict(raw: Dict[str, Any], source: str = "config") -> Config:
         valid = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in valid:
-                raise ValueError(
-                    f"{source}: unknown key {name}.{key}; valid keys in {name!r}: {', '.join(valid)}"
-                )
+                hint = choices_hint(key, valid, f"valid keys in {name!r}", prefix=f"{name}.")
+                raise ValueError(f"{source}: unknown key {name}.{key}{hint}")
         hints = typing.get_type_hints(cls)
         kwargs = {
             key: _check_type(value, hints[key], f"{source}: {name}.{key}")
@@ -220,9 +225,8 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
             raise ValueError(f"override {item!r}: value is not valid YAML: {error}") from None
         parts = key.strip().split(".")
         if parts[0] not in SECTIONS:
-            raise ValueError(
-                f"override {item!r}: unknown section {parts[0]!r}; valid sections: {list(SECTIONS)}"
-            )
+            hint = choices_hint(parts[0], list(SECTIONS), "valid sections")
+            raise ValueError(f"override {item!r}: unknown section {parts[0]!r}{hint}")
         if len(parts) == 3 and parts[:2] == ["model", "overrides"]:
             raw["model"]["overrides"][parts[2]] = value
             continue
@@ -238,6 +242,7 @@ def validate_config(config: Config, source: str = "config") -> None:
     """Check the choices and ranges that the types alone do not express."""
     data, train = config.data, config.train
     _check_choice(data.name, DATASETS, f"{source}: data.name")
+    _check_model_section(config.model, source)
     _check_choice(train.optimizer, OPTIMIZERS, f"{source}: train.optimizer")
     _check_choice(train.amp, AMP_MODES, f"{source}: train.amp")
     if not 0.0 < data.val_fraction < 1.0:
@@ -278,9 +283,46 @@ def validate_config(config: Config, source: str = "config") -> None:
         raise ValueError(f"{source}: train.select_metric selects on validation metrics only")
 
 
+def choices_hint(value: Any, choices: Sequence[str], label: str = "valid", prefix: str = "") -> str:
+    """The end of an error about ``value`` not being one of ``choices``: what to use instead.
+
+    Lists the choices when there are few or none is close, and the close matches that
+    ``difflib.get_close_matches`` finds, e.g. ``"; valid choices: adamw, sgd; did you mean adamw?"``.
+    ``prefix`` goes before each suggestion (``train.`` turns ``lr`` into ``train.lr``).
+    """
+    choices = [str(choice) for choice in choices]
+    close = difflib.get_close_matches(str(value), choices, n=3)
+    # keep only the matches about as close as the best: 'pointea-cls-mheaa' suggests
+    # pointea-cls-mhea, not also pointea-cls-sa
+    ratios = [difflib.SequenceMatcher(None, str(value), match).ratio() for match in close]
+    close = [match for match, ratio in zip(close, ratios) if ratio >= ratios[0] - CLOSE_MATCH_MARGIN]
+    parts = []
+    if not close or len(choices) <= MAX_LISTED_CHOICES:
+        parts.append(f"{label}: {', '.join(choices) or 'none'}")
+    if close:
+        parts.append(f"did you mean {' or '.join(prefix + match for match in close)}?")
+    return "; " + "; ".join(parts)
+
+
 def _check_choice(value: str, choices: Sequence[str], what: str) -> None:
     if value not in choices:
-        raise ValueError(f"{what} is {value!r}; valid choices: {', '.join(choices)}")
+        raise ValueError(f"{what} is {value!r}{choices_hint(value, choices, 'valid choices')}")
+
+
+def _check_model_section(model: ModelSection, source: str) -> None:
+    """Check the preset name, the override keys and their named choices, so that a typo fails
+    when the config is loaded rather than after the data is read."""
+    # imported here so that importing pointea.config stays free of torch, which pointea.models needs
+    from pointea.models import MODEL_CHOICES, PRESETS, ModelConfig
+
+    _check_choice(model.preset, list(PRESETS), f"{source}: model.preset")
+    valid = [f.name for f in dataclasses.fields(ModelConfig)]
+    for key, value in model.overrides.items():
+        if key not in valid:
+            hint = choices_hint(key, valid, "valid keys (ModelConfig fields)", prefix="model.overrides.")
+            raise ValueError(f"{source}: unknown key model.overrides.{key}{hint}")
+        if key in MODEL_CHOICES:
+            _check_choice(value, MODEL_CHOICES[key], f"{source}: model.overrides.{key}")
 
 
 def _check_type(value: Any, hint: Any, what: str) -> Any:

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from pointea.config import choices_hint
 from pointea.data.shapenetpart import SHAPENETPART_CATEGORY_PARTS
 from pointea.nn.attention import ATTENTION_TYPES
 from pointea.nn.encoder import POOLING_TYPES, PointEncoder
@@ -30,6 +31,14 @@ from pointea.nn.heads import ClassificationHead, PartSegmentationHead
 TASKS = ("classification", "segmentation")
 
 _TUPLE_FIELDS = ("embed_dims", "stage_dims", "stage_samples", "num_neighbors", "head_dims")
+
+# ModelConfig fields that take one of a few names; config loading checks overrides against them
+MODEL_CHOICES: Dict[str, Tuple[str, ...]] = {
+    "task": TASKS,
+    "attention": ATTENTION_TYPES,
+    "pooling": POOLING_TYPES,
+    "ea_norm": ("double", "softmax"),
+}
 
 
 @dataclass
@@ -67,10 +76,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for name in _TUPLE_FIELDS:
             setattr(self, name, tuple(int(v) for v in getattr(self, name)))
-        _check_choice("task", self.task, TASKS)
-        _check_choice("attention", self.attention, ATTENTION_TYPES)
-        _check_choice("pooling", self.pooling, POOLING_TYPES)
-        _check_choice("ea_norm", self.ea_norm, ("double", "softmax"))
+        for name, choices in MODEL_CHOICES.items():
+            _check_choice(name, getattr(self, name), choices)
         if self.in_channels < 3:
             raise ValueError(f"in_channels must be >= 3 (xyz first), got {self.in_channels}")
         if not (len(self.stage_dims) == len(self.stage_samples) == len(self.num_neighbors)):
@@ -108,7 +115,7 @@ class ModelConfig:
 
 def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
+        raise ValueError(f"unknown {name} {value!r}{choices_hint(value, choices)}")
 
 
 def model_config_to_dict(config: ModelConfig) -> Dict[str, Any]:
@@ -270,11 +277,11 @@ def build_model(name_or_config: Union[str, ModelConfig], **overrides: Any) -> nn
     elif name_or_config in PRESETS:
         config = PRESETS[name_or_config]
     else:
-        raise ValueError(f"unknown model preset {name_or_config!r}; valid: {', '.join(PRESETS)}")
-    valid = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(overrides) - valid)
-    if unknown:
-        raise ValueError(f"unknown model config fields {unknown}; valid: {', '.join(sorted(valid))}")
+        raise ValueError(f"unknown model preset {name_or_config!r}{choices_hint(name_or_config, PRESETS)}")
+    valid = [f.name for f in dataclasses.fields(ModelConfig)]
+    for name in overrides:
+        if name not in valid:
+            raise ValueError(f"unknown model config field {name!r}{choices_hint(name, valid)}")
     if "category_parts" in overrides:
         overrides.setdefault("num_classes", None)
         overrides.setdefault("num_parts", None)

@@ -123,3 +123,48 @@ def test_apply_overrides_returns_copy():
     base = Config()
     changed = apply_overrides(base, ["train.epochs=7"])
     assert base.train.epochs == 100 and changed.train.epochs == 7
+
+
+@pytest.mark.parametrize("override, message", [
+    # many keys in 'train': the close match only, no list
+    ("train.lrr=0.01", "overrides: unknown key train.lrr; did you mean train.lr?"),
+    ("model.prest=pointnet-cls",
+     "overrides: unknown key model.prest; valid keys in 'model': preset, overrides; did you mean model.preset?"),
+    ("data.name=modelnet04", "overrides: data.name is 'modelnet04'; valid choices: synthetic, modelnet40, "
+     "modelnet10, shapenetpart; did you mean modelnet40 or modelnet10?"),
+    ("train.optimizer=adam", "overrides: train.optimizer is 'adam'; valid choices: adamw, sgd; did you mean adamw?"),
+    ("model.overrides.dropuot=0.3", "overrides: unknown key model.overrides.dropuot; did you mean model.overrides.dropout?"),
+    ("model.overrides.attention=mhae",
+     "overrides: model.overrides.attention is 'mhae'; valid choices: ea, mhea, sa, ssa, oa, none; did you mean mhea?"),
+])
+def test_misspelt_keys_and_values_suggest_the_close_one(override, message):
+    with pytest.raises(ValueError) as info:
+        load_config("synthetic-cls", [override])
+    assert str(info.value) == message
+
+
+def test_misspelt_preset_fails_at_load_with_suggestion():
+    with pytest.raises(ValueError) as info:
+        load_config("synthetic-cls", ["model.preset=pointea-cls-mheaa"])
+    message = str(info.value)
+    assert message.startswith("overrides: model.preset is 'pointea-cls-mheaa'; valid choices: pointea-cls, ")
+    assert message.endswith("; did you mean pointea-cls-mhea?")
+
+
+def test_model_section_of_a_yaml_file_is_checked_at_load(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model:\n  preset: pointnet-cls\n  overrides: {head_dim: [128]}\n")
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: unknown key model.overrides.head_dim; did you mean model.overrides.head_dims?"
+
+
+def test_misspelt_recipe_name_suggests_the_recipe():
+    with pytest.raises(FileNotFoundError) as info:
+        load_config("modelnet40-cls-cup")
+    message = str(info.value)
+    assert message.startswith("config 'modelnet40-cls-cup' is neither a file nor a shipped recipe; shipped recipes: ")
+    assert message.endswith("; did you mean modelnet40-cls-cpu?")
+    with pytest.raises(FileNotFoundError) as info:
+        load_config("configs/modelnet40-cls-cup.yaml")  # a path is not matched against recipe names
+    assert "did you mean" not in str(info.value)

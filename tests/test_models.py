@@ -60,12 +60,25 @@ def test_preset_forward_backward(name, num_points):
 def test_unknown_preset_and_field_raise_value_errors():
     with pytest.raises(ValueError, match="unknown model preset 'pointnet3'; valid: pointea-cls, "):
         build_model("pointnet3")
-    with pytest.raises(ValueError, match=r"unknown model config fields \['widht'\]"):
+    with pytest.raises(ValueError, match=r"unknown model config field 'widht'"):
         build_model("pointea-cls", widht=3)
     with pytest.raises(ValueError, match="unknown attention 'lstm'; valid: ea, mhea"):
         build_model("pointea-cls", attention="lstm")
     with pytest.raises(ValueError, match="stage_samples must be all 0"):
         build_model("pointea-partseg", stage_samples=(512,))
+
+
+def test_misspelt_preset_field_and_choice_suggest_the_close_name():
+    with pytest.raises(ValueError) as info:
+        build_model("pointea-cls-mheaa")
+    # few presets: all are listed, then the one that is close
+    assert str(info.value).endswith("pointnet-partseg; did you mean pointea-cls-mhea?")
+    with pytest.raises(ValueError) as info:
+        build_model("pointea-cls", dropuot=0.1)
+    # many fields: the list is left out behind the close match, the message stays one line
+    assert str(info.value) == "unknown model config field 'dropuot'; did you mean dropout?"
+    with pytest.raises(ValueError, match="unknown pooling 'maxmaen'; valid: max, mean, maxmean; did you mean maxmean?"):
+        build_model("pointea-cls", pooling="maxmaen")
 
 
 def test_overrides_and_model_classes():
