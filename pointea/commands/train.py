@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from pointea.commands import add_data_root_argument, add_device_argument
+
 DESCRIPTION = """\
 Train a classifier or part segmenter from a YAML recipe (a shipped name or a file), with
 section.key=value overrides. The run folder receives config.yaml (resolved), log.jsonl,
@@ -43,11 +45,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", metavar="FILE_OR_NAME", help="recipe file or shipped recipe name")
+    source.add_argument("--config", metavar="NAME_OR_YAML", help="shipped recipe name or recipe file")
     source.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
     parser.add_argument("--run-dir", metavar="DIR", help="run folder (required with --config)")
-    parser.add_argument("--data-root", metavar="DIR", help="dataset folder (same as data.root=DIR)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:K (same as train.device=...)")
+    add_data_root_argument(parser, help="dataset folder (same as data.root=DIR)")
+    add_device_argument(
+        parser,
+        help="cpu, cuda, cuda:K or auto (same as train.device=...; default auto keeps the "
+        "recipe's train.device, which is auto unless the recipe sets it)",
+    )
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved configuration as YAML and exit")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -61,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
-    if args.device:
+    if args.device != "auto":  # auto leaves the device a recipe (or a resumed run) chose
         overrides.append(f"train.device={args.device}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
