@@ -25,6 +25,7 @@ _API = {
     "predict_files": "pointea.engine.predict",
     "predict_points": "pointea.engine.predict",
     "load_model": "pointea.engine.checkpoint",
+    "list_pretrained": "pointea.pretrained",
     "export_model": "pointea.engine.export",
     "build_model": "pointea.models",
     "read_point_cloud": "pointea.data.io",

@@ -41,9 +41,11 @@ def test_every_api_name_is_the_function_of_its_module():
     from pointea.engine.train import resume_training, train
     from pointea.models import build_model
     from pointea.data.io import read_point_cloud
+    from pointea.pretrained import list_pretrained
 
     expected = {f.__name__: f for f in (load_config, load_model, evaluate, export_model, predict_files,
-                                        predict_points, resume_training, train, build_model, read_point_cloud)}
+                                        predict_points, resume_training, train, build_model, read_point_cloud,
+                                        list_pretrained)}
     assert set(pointea.__all__) == {"__version__", *expected}
     for name, function in expected.items():
         assert getattr(pointea, name) is function

@@ -1,5 +1,6 @@
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -8,12 +9,12 @@ import pytest
 import torch
 
 from pointea.commands import export as export_command
+from pointea.engine import export as export_module
 from pointea.engine.checkpoint import save_checkpoint
-from pointea.engine.export import export_model
+from pointea.engine.export import export_model, onnx_missing
 from pointea.models import build_model, model_config_to_dict
 
-pytest.importorskip("onnx", reason="ONNX export needs the onnx package (pip install pointea[export])")
-onnxruntime = pytest.importorskip("onnxruntime", reason="checking ONNX exports needs onnxruntime")
+needs_onnx = pytest.mark.skipif(bool(onnx_missing()), reason='ONNX export needs pip install "pointea[export]"')
 
 NUM_POINTS = 64
 CATEGORY_PARTS = [[0, 1], [2], [3, 4, 5]]
@@ -38,6 +39,7 @@ def attention_classifier(tmp_path_factory):
     return save(tmp_path_factory.mktemp("ea") / "ea.pt", model.eval(), "classification", classes=list("abcd")), model
 
 
+@needs_onnx
 def test_torchscript_and_onnx_match_pytorch(tmp_path, attention_classifier):
     path, model = attention_classifier
     result = export_model(path, tmp_path / "out")
@@ -49,6 +51,8 @@ def test_torchscript_and_onnx_match_pytorch(tmp_path, attention_classifier):
     points = torch.rand(5, NUM_POINTS, 3) * 2 - 1
     with torch.no_grad():
         expected = model.eval()(points).numpy()
+    import onnxruntime
+
     session = onnxruntime.InferenceSession(result["onnx"]["path"], providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["points"]
     np.testing.assert_allclose(session.run(None, {"points": points.numpy()})[0], expected, atol=1e-4)
@@ -63,6 +67,7 @@ def test_torchscript_and_onnx_match_pytorch(tmp_path, attention_classifier):
     assert metadata["dataset"]["classes"] == list("abcd")
 
 
+@needs_onnx
 def test_segmentation_export_takes_the_category(tmp_path):
     torch.manual_seed(0)
     model = build_model("pointnet-partseg", category_parts=CATEGORY_PARTS, embed_dims=(16, 32), head_dims=(16,),
@@ -70,6 +75,8 @@ def test_segmentation_export_takes_the_category(tmp_path):
     path = save(tmp_path / "seg.pt", model, "segmentation", categories=["x", "y", "z"], category_parts=CATEGORY_PARTS)
     result = export_model(path, tmp_path / "out", formats=("onnx",), name="seg")
     assert result["onnx"]["ok"] and "torchscript" not in result
+    import onnxruntime
+
     session = onnxruntime.InferenceSession(result["onnx"]["path"], providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["points", "category"]
     points, category = torch.rand(4, NUM_POINTS, 3), torch.tensor([0, 1, 2, 1])
@@ -85,6 +92,7 @@ def test_unknown_format_is_rejected(tmp_path, attention_classifier):
         export_model(attention_classifier[0], tmp_path, formats=("tflite",))
 
 
+@needs_onnx
 def test_cli_prints_the_check(tmp_path, capsys):
     torch.manual_seed(0)
     model = build_model("pointnet-cls", num_classes=3, embed_dims=(8, 16), head_dims=(8,)).eval()
@@ -99,9 +107,8 @@ def test_cli_prints_the_check(tmp_path, capsys):
     assert (tmp_path / "out" / "small.onnx").is_file()
 
 
+@needs_onnx
 def test_a_failing_exporter_is_reported_and_the_other_format_still_written(tmp_path, monkeypatch, capsys):
-    from pointea.engine import export as export_module
-
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator\nmore detail")
 
@@ -116,3 +123,51 @@ def test_a_failing_exporter_is_reported_and_the_other_format_still_written(tmp_p
     assert "onnx: FAILED to export: RuntimeError: unsupported operator" in out
     assert "torchscript:" in out and "ok" in out
     assert (tmp_path / "small.torchscript.pt").is_file() and not (tmp_path / "small.onnx").exists()
+
+
+def small_classifier(path):
+    torch.manual_seed(0)
+    model = build_model("pointnet-cls", num_classes=3, embed_dims=(8, 16), head_dims=(8,)).eval()
+    return save(path, model, "classification", classes=["a", "b", "c"])
+
+
+def run_cli(argv):
+    parser = argparse.ArgumentParser()
+    export_command.add_parser(parser.add_subparsers())
+    return export_command.run(parser.parse_args(["export", *argv]))
+
+
+def test_without_onnx_the_default_writes_torchscript_and_metadata_and_says_why(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the export extra were not installed
+    path = small_classifier(tmp_path / "small.pt")
+    assert run_cli(["--checkpoint", str(path), "--out-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert 'onnx: skipped: ONNX export needs onnx (not installed): pip install "pointea[export]"' in out
+    assert "torchscript:" in out and "ok" in out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small.json", "small.torchscript.pt"]
+    assert json.loads((tmp_path / "out" / "small.json").read_text())["source_checkpoint"] == "small.pt"
+
+
+def test_without_onnx_asking_for_onnx_is_an_error_that_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    path = small_classifier(tmp_path / "small.pt")
+    assert run_cli(["--checkpoint", str(path), "--out-dir", str(tmp_path / "out"), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('pointea export: error: ONNX export needs onnx (not installed): pip install "pointea[export]"')
+    assert "--format torchscript" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ImportError, match=r"pointea\[export\]"):
+        export_model(path, tmp_path / "out", formats=["torchscript", "onnx"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_folder_exports_its_best_checkpoint_under_the_folder_name(tmp_path):
+    run = tmp_path / "mn40"
+    small_classifier(run / "checkpoints" / "best.pt")
+    result = export_model(run, tmp_path / "out", formats="torchscript")
+    assert result["torchscript"]["ok"] and result["torchscript"]["path"] == str(tmp_path / "out" / "mn40.torchscript.pt")
+    assert json.loads(Path(result["metadata"]).read_text())["source_checkpoint"] == "best.pt"
+
+
+def test_the_command_offers_the_engine_formats():
+    assert export_command.FORMATS == export_module.FORMATS

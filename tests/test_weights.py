@@ -1,4 +1,5 @@
-"""The pretrained weights shipped in pointea/weights load, predict, and reproduce their metrics."""
+"""The pretrained weights shipped in pointea/weights (subfolders included) load by name, predict,
+and reproduce their recorded metrics."""
 
 import json
 from pathlib import Path
@@ -8,8 +9,9 @@ import torch
 
 from pointea.engine.checkpoint import load_model
 from pointea.engine.evaluate import evaluate
+from pointea.pretrained import WEIGHTS_DIR, shipped_weights
 
-WEIGHTS = sorted((Path(__file__).resolve().parents[1] / "pointea" / "weights").glob("*.pt"))
+WEIGHTS = sorted(WEIGHTS_DIR.rglob("*.pt"))
 
 pytestmark = pytest.mark.skipif(not WEIGHTS, reason="no pretrained weights shipped")
 
@@ -26,8 +28,10 @@ def test_shipped_weights_are_small_and_documented(weights):
 
 
 @pytest.mark.parametrize("weights", WEIGHTS, ids=lambda p: p.name)
-def test_shipped_weights_load_and_predict(weights):
-    model, meta = load_model(weights)
+def test_shipped_weights_load_by_name_and_predict(weights):
+    name = weights.relative_to(WEIGHTS_DIR).with_suffix("").as_posix()
+    assert shipped_weights()[name] == weights
+    model, meta = load_model(name)
     points = torch.randn(2, meta["num_points"], meta["in_channels"])
     with torch.inference_mode():
         logits = model(points)

@@ -29,6 +29,7 @@ from torch import nn
 
 from pointea.atomic import atomic_path
 from pointea.engine.device import resolve_device
+from pointea.pretrained import resolve_checkpoint
 
 PathLike = Union[str, os.PathLike]
 
@@ -62,21 +63,22 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     """Load and validate a pointea checkpoint.
 
     Args:
-        path: checkpoint file written by :func:`save_checkpoint`.
+        path: checkpoint file written by :func:`save_checkpoint`, a run folder (its
+            ``checkpoints/best.pt``) or the name of shipped weights (see
+            :func:`pointea.pretrained.resolve_checkpoint`).
         map_location: device the tensors are loaded onto.
 
     Returns:
         The checkpoint dict.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        FileNotFoundError: ``path`` is neither a file, a run folder with a best checkpoint nor a
+            shipped name (the message lists the shipped names).
         ValueError: the file is truncated or corrupt, holds something other than plain types and
             tensors, is not a pointea checkpoint (e.g. a bare ``state_dict``), or has another
             format version. The message names the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = resolve_checkpoint(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:  # torch's text suggests weights_only=False: not for us
@@ -111,7 +113,7 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tupl
     """Rebuild the model stored in a checkpoint, in eval mode on ``device``.
 
     Args:
-        path: checkpoint file.
+        path: checkpoint file, run folder or shipped weights name, as for :func:`load_checkpoint`.
         device: device for the model.
 
     Returns:
@@ -126,7 +128,7 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tupl
     """
     from pointea.models import build_model, model_config_from_dict
 
-    path = Path(path)
+    path = resolve_checkpoint(path)
     state = load_checkpoint(path, map_location="cpu")
     for key in ("model_config", "dataset", "model"):
         if not isinstance(state[key], dict):

@@ -5,17 +5,21 @@ segmentation) to raw ``logits`` ((B, K), or (B, N, P)). The batch axis is dynami
 count N is the one the model was exported with (the checkpoint's by default), because farthest
 point sampling and external attention's softmax over the points are traced for that N.
 A ``<name>.json`` file beside the exports records the inputs, outputs and class names.
+
+TorchScript needs only torch; ONNX needs the ``export`` extra (``pip install "pointea[export]"``:
+``onnx`` to export, ``onnxruntime`` to check).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -28,6 +32,7 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 FORMATS = ("torchscript", "onnx")
+ONNX_PACKAGES = ("onnx", "onnxruntime")  # the ``export`` extra: the exporter's output, and the check
 SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
 TOLERANCE = 1e-4  # largest accepted |export - PyTorch| on the check input
 ONNX_OPSET = 17
@@ -38,7 +43,7 @@ CHECK_BATCH = 3
 def export_model(
     checkpoint: PathLike,
     out_dir: PathLike,
-    formats: Sequence[str] = FORMATS,
+    formats: Union[str, Sequence[str]] = "all",
     num_points: Optional[int] = None,
     name: Optional[str] = None,
     check: bool = True,
@@ -46,40 +51,56 @@ def export_model(
     """Export the model of a checkpoint.
 
     Args:
-        checkpoint: checkpoint file.
+        checkpoint: checkpoint file, run folder or shipped weights name.
         out_dir: output folder (created).
-        formats: any of ``"torchscript"``, ``"onnx"``.
+        formats: ``"all"`` (TorchScript, and ONNX when its packages are installed), one format
+            or a sequence of them (``"torchscript"``, ``"onnx"``).
         num_points: point count of the exported graph (default: the checkpoint's, else 1024).
-        name: base file name (default: the checkpoint's stem).
+        name: base file name (default: the checkpoint's stem, or the run folder's name).
         check: run each export on a fresh input and compare with the PyTorch model.
 
     Returns:
         ``{"metadata": path, "num_points": N, <format>: {"path", "ok", "max_abs_diff" (when
         checked) or "error" (when the exporter failed)}}``; ``ok`` is False when the exporter
-        failed or the difference exceeds :data:`TOLERANCE`.
+        failed or the difference exceeds :data:`TOLERANCE`. With ``"all"`` and the ONNX packages
+        missing, ``"skipped": {"onnx": reason}`` says so.
 
     Raises:
         ValueError: unknown format or invalid checkpoint.
-        ImportError: ONNX export asked for but ``onnx`` / ``onnxruntime`` is not installed.
+        ImportError: ONNX asked for by name but ``onnx`` / ``onnxruntime`` is not installed
+            (raised before anything is written).
     """
     from pointea.engine.checkpoint import load_model
+    from pointea.pretrained import resolve_checkpoint
 
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ValueError(f"unknown export formats {unknown or list(formats)}; valid: {', '.join(FORMATS)}")
-    checkpoint = Path(checkpoint)
-    model, meta = load_model(checkpoint, device="cpu")
+    requested = FORMATS if formats == "all" else (formats,) if isinstance(formats, str) else tuple(formats)
+    unknown = [f for f in requested if f not in FORMATS]
+    if unknown or not requested:
+        raise ValueError(f"unknown export formats {unknown or list(requested)}; valid: 'all' or any of {', '.join(FORMATS)}")
+    skipped: Dict[str, str] = {}
+    missing = onnx_missing() if "onnx" in requested else []
+    if missing and formats != "all":
+        raise ImportError(onnx_advice(missing))
+    if missing:
+        skipped["onnx"] = onnx_advice(missing)
+        requested = tuple(f for f in requested if f != "onnx")
+    source = resolve_checkpoint(checkpoint)
+    model, meta = load_model(source, device="cpu")
     num_points = num_points or meta.get("num_points") or 1024
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = name or checkpoint.stem
+    # A run folder's file is always best.pt: the folder's name tells the exports apart.
+    name = name or (Path(checkpoint).name if Path(checkpoint).is_dir() else source.stem)
     example = _example_inputs(model, num_points, EXPORT_BATCH, seed=0)
     check_inputs = _example_inputs(model, num_points, CHECK_BATCH, seed=1)
     with torch.inference_mode():
         expected = model(*check_inputs).numpy()
 
     result: Dict[str, Any] = {"num_points": num_points}
-    for fmt in formats:
+    if skipped:
+        result["skipped"] = skipped
+        logger.info("onnx export skipped: %s", skipped["onnx"])
+    for fmt in requested:
         path = out_dir / f"{name}{SUFFIXES[fmt]}"
         entry: Dict[str, Any] = {"path": str(path)}
         try:
@@ -89,12 +110,10 @@ def export_model(
             else:
                 export_onnx(model, example, path)
                 run = _onnx_runner(path)
-        except ImportError:
-            raise
         except Exception as error:  # an exporter's failure on one format must not hide the others
             message = str(error).strip().splitlines()[0] if str(error).strip() else ""
             entry.update(ok=False, error=f"{type(error).__name__}: {message}")
-            logger.error("%s export of %s failed: %s", fmt, checkpoint, entry["error"])
+            logger.error("%s export of %s failed: %s", fmt, source, entry["error"])
             result[fmt] = entry
             continue
         if check:
@@ -107,9 +126,25 @@ def export_model(
         result[fmt] = entry
 
     metadata = out_dir / f"{name}.json"
-    atomic_write_text(metadata, json.dumps(_metadata(model, meta, num_points, checkpoint), indent=2) + "\n")
+    atomic_write_text(metadata, json.dumps(_metadata(model, meta, num_points, source), indent=2) + "\n")
     result["metadata"] = str(metadata)
     return result
+
+
+def onnx_missing() -> List[str]:
+    """The packages of the ``export`` extra that cannot be imported here (empty when ONNX works)."""
+    missing = []
+    for package in ONNX_PACKAGES:
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
+def onnx_advice(missing: Sequence[str]) -> str:
+    """One line saying which ONNX packages are missing and how to install them."""
+    return f"ONNX export needs {' and '.join(missing)} (not installed): pip install \"pointea[export]\""
 
 
 def export_torchscript(model: nn.Module, example: Tuple[Tensor, ...], path: PathLike) -> Path:
