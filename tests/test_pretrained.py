@@ -134,3 +134,14 @@ def test_models_lists_the_shipped_weights_with_their_own_size(capsys):
 def test_models_rejects_an_unknown_name_listing_both_kinds(capsys):
     with pytest.raises(SystemExit, match=f"unknown preset or shipped weights 'nope'.*pointea-cls.*{NAME}"):
         main(["models", "--name", "nope"])
+
+
+def test_models_lists_every_shipped_file_and_reports_a_damaged_one(weights_dir, capsys):
+    from pointea.commands.models import print_weights
+
+    (weights_dir / "broken.pt").write_bytes(b"\x00" * 10)
+    print_weights(pretrained.list_pretrained(), detail=False)
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [row.split()[0] for row in rows] == ["ablation/top-ea", "broken", "top"]
+    assert "unreadable: cannot load checkpoint" in rows[1] and "broken.pt" in rows[1]
+    assert "classification" in rows[0] and "classification" in rows[2]
