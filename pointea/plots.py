@@ -10,7 +10,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -22,15 +22,18 @@ DPI = 100
 CURVE_METRICS = ("overall_accuracy", "mean_class_accuracy", "instance_miou", "class_miou")
 
 
-def plot_confusion_matrix(matrix, class_names: Sequence[str], path: PathLike, normalize: bool = True) -> Path:
+def plot_confusion_matrix(matrix, class_names: Sequence[str], path: PathLike, normalize: bool = True,
+                          column_names: Optional[Sequence[str]] = None) -> Path:
     """Draw a confusion matrix (rows = true class, columns = predicted class) as a PNG.
 
     Args:
-        matrix: (K, K) counts (array, tensor or nested lists).
-        class_names: K names for the axes.
+        matrix: (K, C) counts (array, tensor or nested lists); C = K unless ``column_names``.
+        class_names: K names for the rows (and the columns by default).
         path: PNG file to write (atomically).
         normalize: colour each row by its fraction of the true class (counts are still printed
             in the cells when K <= 20).
+        column_names: C names for the columns, e.g. the classes plus "other" for predictions
+            outside them.
 
     Returns:
         The path written.
@@ -39,8 +42,11 @@ def plot_confusion_matrix(matrix, class_names: Sequence[str], path: PathLike, no
 
     counts = np.asarray(matrix, dtype=np.float64)
     K = len(class_names)
-    if counts.shape != (K, K):
-        raise ValueError(f"confusion matrix has shape {counts.shape}, expected ({K}, {K}) for {K} class names")
+    columns = list(class_names if column_names is None else column_names)
+    C = len(columns)
+    if counts.shape != (K, C):
+        raise ValueError(f"confusion matrix has shape {counts.shape}, expected ({K}, {C}) for {K} class names"
+                         + ("" if column_names is None else f" and {C} column names"))
     shown = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalize else counts
 
     side = min(max(4.0, 0.3 * K + 2.5), 16.0)
@@ -48,15 +54,14 @@ def plot_confusion_matrix(matrix, class_names: Sequence[str], path: PathLike, no
     axes = figure.add_subplot()
     image = axes.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="fraction of true class" if normalize else "count")
-    ticks = np.arange(K)
-    font = max(4, min(9, int(220 / max(K, 1))))
-    axes.set_xticks(ticks, labels=class_names, rotation=90, fontsize=font)
-    axes.set_yticks(ticks, labels=class_names, fontsize=font)
+    font = max(4, min(9, int(220 / max(K, C, 1))))
+    axes.set_xticks(np.arange(C), labels=columns, rotation=90, fontsize=font)
+    axes.set_yticks(np.arange(K), labels=class_names, fontsize=font)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     if K <= 20:
         for row in range(K):
-            for col in range(K):
+            for col in range(C):
                 if counts[row, col]:
                     dark = shown[row, col] > 0.5 * (shown.max() or 1)
                     axes.text(col, row, f"{int(counts[row, col])}", ha="center", va="center",

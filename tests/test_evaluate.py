@@ -283,3 +283,111 @@ def test_shapenetpart_whole_clouds_match_sklearn(tmp_path, shared_data):
     assert result["instance_miou"] == pytest.approx(np.mean(list(expected.values())), abs=1e-3)
     for name, value in expected.items():  # one shape per category
         assert result["per_category_iou"][name] == pytest.approx(value, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- cross-dataset, by name
+
+
+def write_modelnet10_folders(root, counts):
+    """``root/ModelNet10/<class>/test/<class>_<NNNN>.npy`` (the real folder layout); counts: {class: n}."""
+    rng = np.random.default_rng(0)
+    for name, count in counts.items():
+        folder = root / "ModelNet10" / name / "test"
+        folder.mkdir(parents=True)
+        for number in range(1, count + 1):
+            np.save(folder / f"{name}_{number:04d}.npy", rng.uniform(-1, 1, (40, 3)).astype(np.float32))
+
+
+def save_modelnet40_checkpoint(path, model, classes):
+    from pointea.engine.checkpoint import save_checkpoint
+    from pointea.models import model_config_to_dict
+
+    dataset = {"name": "modelnet40", "task": "classification", "in_channels": 3, "num_points": 32}
+    if classes is not None:
+        dataset["classes"] = list(classes)
+    return save_checkpoint(path, {"model_config": model_config_to_dict(model.config), "model": model.state_dict(),
+                                  "dataset": dataset, "config": {"data": {"name": "modelnet40"}}})
+
+
+MN10_COUNTS = {"bed": 2, "chair": 3, "toilet": 2}
+
+
+def test_modelnet40_weights_on_modelnet10_map_classes_by_name(tmp_path, monkeypatch):
+    from pointea.data.modelnet import MODELNET10_CLASSES, MODELNET40_CLASSES, ModelNet10
+    from pointea.data.transforms import NormalizeUnitSphere
+    from pointea.engine.evaluate import evaluate
+
+    monkeypatch.setenv("POINTEA_CACHE", str(tmp_path / "cache"))
+    write_modelnet10_folders(tmp_path, MN10_COUNTS)
+    model = tiny_classifier(num_classes=40)
+    with torch.no_grad():  # "chair": index 8 of ModelNet40, 2 of ModelNet10
+        model.head.mlp[4].bias[MODELNET40_CLASSES.index("chair")] = 100.0
+    path = save_modelnet40_checkpoint(tmp_path / "mn40.pt", model, MODELNET40_CLASSES)
+    result = evaluate(path, dataset="modelnet10", data_root=tmp_path, device="cpu", batch_size=3)
+
+    data = ModelNet10(tmp_path, split="test", num_points=32, transform=NormalizeUnitSphere())
+    clouds = torch.stack([data[i]["points"] for i in range(len(data))])  # (7, 32, 3)
+    with torch.no_grad():  # argmax over the 40 classes, then each name to its ModelNet10 index or "other"
+        predicted = [MODELNET40_CLASSES[i] for i in model(clouds).argmax(1).tolist()]
+    columns = list(MODELNET10_CLASSES) + ["other"]
+    expected = np.zeros((10, 11), dtype=int)
+    for label, name in zip(data.labels.tolist(), predicted):
+        expected[label, columns.index(name) if name in columns else 10] += 1
+    assert result["class_mapping"] == "name" and result["model_num_classes"] == 40
+    assert result["classes"] == list(MODELNET10_CLASSES) and result["confusion_columns"] == columns
+    assert np.array_equal(result["confusion_matrix"], expected)  # 10 rows summing to the class counts
+    assert result["num_samples"] == 7 and result["outside_predictions"] == expected[:, 10].sum()
+    assert result["overall_accuracy"] == pytest.approx(100 * np.trace(expected) / 7)
+    for name, count in MN10_COUNTS.items():
+        row = MODELNET10_CLASSES.index(name)
+        assert result["per_class_accuracy"][name] == pytest.approx(100 * expected[row, row] / count)
+    assert result["per_class_accuracy"]["sofa"] is None  # no test shape
+    assert [row[2] for row in result["confusion_matrix"]] == [0, 2, 3, 0, 0, 0, 0, 0, 0, 2]
+    assert result["per_class_accuracy"]["chair"] == 100.0 and result["overall_accuracy"] == pytest.approx(300 / 7)
+    present = [result["per_class_accuracy"][name] for name in MN10_COUNTS]
+    assert result["mean_class_accuracy"] == pytest.approx(np.mean(present))
+
+
+def test_eval_command_on_a_class_subset_counts_outside_predictions_wrong(tmp_path, monkeypatch, capsys):
+    from pointea.data.modelnet import MODELNET10_CLASSES, MODELNET40_CLASSES
+
+    monkeypatch.setenv("POINTEA_CACHE", str(tmp_path / "cache"))
+    write_modelnet10_folders(tmp_path, MN10_COUNTS)
+    model = tiny_classifier(num_classes=40)
+    last = model.head.mlp[4]  # logits = bias: "airplane" (not in ModelNet10) beats "chair" for every cloud
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[MODELNET40_CLASSES.index("airplane")] = 2.0
+        last.bias[MODELNET40_CLASSES.index("chair")] = 1.0
+    path = save_modelnet40_checkpoint(tmp_path / "mn40.pt", model, MODELNET40_CLASSES)
+    out = tmp_path / "mn10.json"
+    argv = ["--checkpoint", str(path), "--dataset", "modelnet10", "--data-root", str(tmp_path),
+            "--out", str(out), "--device", "cpu", "--votes", "2"]  # --split defaults to test
+    assert run_eval_cli(argv) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["split"] == "test" and metrics["overall_accuracy"] == 0.0  # chair shapes too: argmax first
+    assert metrics["outside_predictions"] == 7 and metrics["vote"]["outside_predictions"] == 7
+    counts = [MN10_COUNTS.get(name, 0) for name in MODELNET10_CLASSES]
+    assert [row[-1] for row in metrics["confusion_matrix"]] == counts
+    assert [sum(row) for row in metrics["vote"]["confusion_matrix"]] == counts
+    with open(tmp_path / "mn10_confusion.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][1:] == list(MODELNET10_CLASSES) + ["other"] and len(rows) == 11
+    assert (tmp_path / "mn10_confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert "mapped by name: the model's 40 onto the dataset's 10; 7 predictions outside" in capsys.readouterr().out
+
+
+def test_classes_that_do_not_fit_are_refused_before_reading_any_shape(tmp_path):
+    from pointea.data.modelnet import MODELNET40_CLASSES
+    from pointea.engine.evaluate import evaluate
+
+    model = tiny_classifier(num_classes=40)
+    renamed = [f"class{i}" if name in ("bed", "toilet") else name for i, name in enumerate(MODELNET40_CLASSES)]
+    path = save_modelnet40_checkpoint(tmp_path / "renamed.pt", model, renamed)
+    absent = tmp_path / "no-data-here"  # reading any shape would fail with FileNotFoundError
+    with pytest.raises(ValueError, match=r"predicts 40 classes but modelnet10 has 10 .*no class 'bed', 'toilet'$"):
+        evaluate(path, dataset="modelnet10", data_root=absent, device="cpu")
+    unnamed = save_modelnet40_checkpoint(tmp_path / "unnamed.pt", model, None)
+    with pytest.raises(ValueError, match=r"predicts 40 classes but modelnet10 has 10, .*unnamed\.pt records no class names"):
+        evaluate(unnamed, dataset="modelnet10", data_root=absent, device="cpu")

@@ -1,5 +1,6 @@
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from pointea.commands import predict as predict_command
 from pointea.data.io import read_labeled_point_cloud, write_point_cloud
 from pointea.data.synthetic import SyntheticShapes
 from pointea.engine.checkpoint import load_model, save_checkpoint
-from pointea.engine.predict import predict_files, sample_indices
+from pointea.engine.predict import DEFAULT_BATCH_SIZE, predict_files, sample_indices
 from pointea.models import build_model, model_config_to_dict
 
 NUM_POINTS = 64
@@ -178,3 +179,99 @@ def test_checkpoint_trained_on_whole_clouds_predicts_every_point(tmp_path, segme
     with torch.no_grad():
         expected = model.restrict_to_category(model(x[None], category), category).argmax(-1)[0].numpy()
     np.testing.assert_array_equal(result["labels"], expected)  # all 123 points, no resampling
+
+
+def write_scans(folder, shapes, sizes):
+    """One .ply per size, from different synthetic shapes, plus an unreadable file among them."""
+    folder.mkdir()
+    for i, size in enumerate(sizes):
+        write_point_cloud(folder / f"scan{i:02d}.ply", shapes.points[i % len(shapes), :size, :3].numpy() * (i + 1))
+    (folder / "scan03b.xyz").write_text("not numbers\nat all\n")
+    return folder
+
+
+def test_batched_prediction_equals_one_at_a_time(tmp_path, classifier, shapes, capsys):
+    folder = write_scans(tmp_path / "scans", shapes, [300, 40, 64, 200, 300, 90, 150])
+    one = predict_files([folder], classifier, topk=4, batch_size=1, progress=False)
+    batched = predict_files([folder], classifier, topk=4, batch_size=3, progress=True)  # 2 full batches + 1
+    assert [r["file"] for r in batched] == [r["file"] for r in one] == [str(p) for p in sorted(folder.iterdir())]
+    assert "error" in batched[4] and batched[4]["file"].endswith("scan03b.xyz")  # the others still go through
+    for a, b in zip(one, batched):
+        if "error" in a:
+            assert a == b
+            continue
+        assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
+        assert [p["probability"] for p in b["predictions"]] == pytest.approx(
+            [p["probability"] for p in a["predictions"]], abs=1e-5)
+    assert "predict" in capsys.readouterr().err  # the progress bar asked for
+    assert predict_command.DEFAULT_BATCH_SIZE == DEFAULT_BATCH_SIZE  # the CLI default, kept in step
+
+
+def test_batched_segmentation_keeps_per_file_outputs(tmp_path, segmenter, shapes):
+    folder = write_scans(tmp_path / "scans", shapes, [300, 64, 120])
+    model, meta = load_model(segmenter)
+    for num_points in (None, NUM_POINTS):  # None: whole clouds of different sizes, batched by size
+        loaded = (model, {**meta, "num_points": num_points})
+        one = predict_files([folder], loaded, category="chair", batch_size=1, out_dir=tmp_path / "one")
+        batched = predict_files([folder], loaded, category="chair", batch_size=8, out_dir=tmp_path / "many")
+        for a, b in zip(one, batched):
+            assert a.keys() == b.keys()
+            if "labels" in a:
+                np.testing.assert_array_equal(a["labels"], b["labels"])
+                assert len(b["labels"]) == b["num_points"]
+                np.testing.assert_array_equal(read_labeled_point_cloud(b["output"])[1], b["labels"])
+        assert len({r["output"] for r in batched if "output" in r}) == 3
+
+
+def test_degenerate_clouds_are_predicted_with_a_warning(tmp_path, classifier, shapes, capsys):
+    np.savetxt(tmp_path / "same.xyz", np.tile([[1.5, -2.0, 3.0]], (50, 1)))
+    np.savetxt(tmp_path / "one.xyz", [[1.0, 2.0, 3.0]])
+    np.savetxt(tmp_path / "two.xyz", np.repeat([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], 10, axis=0))
+    np.savetxt(tmp_path / "three.xyz", [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    write_point_cloud(tmp_path / "good.ply", shapes.points[2, :, :3].numpy())
+    names = ["same.xyz", "one.xyz", "two.xyz", "three.xyz", "good.ply"]
+    results = {Path(r["file"]).name: r for r in predict_files([tmp_path / n for n in names], classifier)}
+    assert "all 50 points coincide" in results["same.xyz"]["warning"]
+    assert "a single point" in results["one.xyz"]["warning"]
+    assert "only 2 distinct positions among 20 points" in results["two.xyz"]["warning"]
+    assert "warning" not in results["three.xyz"] and "warning" not in results["good.ply"]
+    assert all("predictions" in r for r in results.values())
+
+    out = tmp_path / "preds.json"
+    code = run_cli([str(tmp_path / "same.xyz"), str(tmp_path / "good.ply"), "--checkpoint", str(classifier),
+                    "--out", str(out), "--device", "cpu"])
+    assert code == 0  # a warning, not a failure
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{tmp_path / 'same.xyz'}: ") and lines[1].startswith("  warning: degenerate cloud")
+    assert lines[2].startswith(f"{tmp_path / 'good.ply'}: ")
+    assert "degenerate" in json.loads(out.read_text())[str(tmp_path / "same.xyz")]["warning"]
+
+
+def test_cli_names_a_failed_file_once_and_prints_read_warnings_with_its_result(
+        tmp_path, classifier, shapes, capsys, monkeypatch):
+    import logging
+
+    from pointea.data import io
+
+    read = io.read_point_cloud
+
+    def read_with_a_warning(path, **kwargs):  # as a reader that logs about an odd file
+        if Path(path).name == "a.xyz":
+            logging.getLogger("pointea.data.io").warning("%s: odd header, read anyway", path)
+        return read(path, **kwargs)
+
+    monkeypatch.setattr(io, "read_point_cloud", read_with_a_warning)
+    cloud = shapes.points[1, :, :3].numpy()
+    np.savetxt(tmp_path / "a.xyz", cloud)
+    (tmp_path / "b.xyz").write_text("1 2\n3 4 5 6 7\n")
+    write_point_cloud(tmp_path / "c.ply", cloud)
+    out = tmp_path / "preds.json"
+    code = run_cli([str(tmp_path / n) for n in ("a.xyz", "b.xyz", "c.ply")]
+                   + ["--checkpoint", str(classifier), "--device", "cpu", "--out", str(out), "--batch-size", "2"])
+    assert code == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{tmp_path / 'a.xyz'}: ")
+    assert lines[1] == f"  warning: {tmp_path / 'a.xyz'}: odd header, read anyway"
+    assert lines[2].startswith(f"{tmp_path / 'b.xyz'}: ERROR ") and lines[2].count("b.xyz") == 1
+    assert lines[3].startswith(f"{tmp_path / 'c.ply'}: ")
+    assert "odd header" in json.loads(out.read_text())[str(tmp_path / "a.xyz")]["warning"]

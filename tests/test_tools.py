@@ -72,3 +72,15 @@ def test_attention_benchmark_writes_table_json_and_plot_and_skips_what_would_not
     assert payload["paired_scaling"]["median"] == payload["summary"]["ea_time_65536_over_4096"] > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "skip: memory" in capsys.readouterr().out
+
+
+def test_predict_benchmark_writes_table_and_json(tmp_path, capsys):
+    bench = load_tool("bench_predict")
+    out = tmp_path / "bench_predict.json"
+    assert bench.main(["--files", "5", "--points", "40", "--format", ".npy", "--preset", "pointnet-cls",
+                       "--num-points", "16", "--batch-size", "4", "--threads", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [(row["what"], row["batch_size"]) for row in rows] == [("read", None), ("predict", 1), ("predict", 4)]
+    for row in rows:
+        assert row["files_per_s"] == pytest.approx(5 / row["seconds"]) and row["seconds"] > 0
+    assert "| predict | 4 " in capsys.readouterr().out

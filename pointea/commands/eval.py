@@ -15,16 +15,26 @@ from pointea.commands import positive_int
 EPILOG = """\
 examples:
   # ModelNet40 test accuracy of a run's best checkpoint
-  pointea eval --checkpoint runs/cls/checkpoints/best.pt --data-root data --split test --out runs/cls/test.json
+  pointea eval --checkpoint runs/cls/checkpoints/best.pt --data-root data --out runs/cls/test.json
   # the same with 10-pass voting (reported beside the single-pass numbers)
-  pointea eval --checkpoint best.pt --data-root data --split test --votes 10 --out test_vote.json
+  pointea eval --checkpoint best.pt --data-root data --votes 10 --out test_vote.json
+  # the validation split held out in training
+  pointea eval --checkpoint best.pt --data-root data --split val
+  # ModelNet40 weights on ModelNet10: its 10 classes are mapped by name
+  pointea eval --checkpoint best.pt --dataset modelnet10 --data-root data --out mn10.json
   # ShapeNetPart instance / class mIoU
-  pointea eval --checkpoint runs/partseg/checkpoints/best.pt --data-root data --split test --out seg.json
+  pointea eval --checkpoint runs/partseg/checkpoints/best.pt --data-root data --out seg.json
   # the built-in synthetic dataset needs no data folder
-  pointea eval --checkpoint runs/synthetic/checkpoints/best.pt --split test --out synthetic.json
+  pointea eval --checkpoint runs/synthetic/checkpoints/best.pt --out synthetic.json
 
 Beside --out (e.g. test.json) it writes, for classification, test_confusion.csv,
 test_confusion.png and test_per_class.csv; for segmentation, test_per_category.csv.
+
+A classifier evaluated on a dataset whose classes are a subset of its own (by name, e.g.
+ModelNet40 weights on ModelNet10) predicts over all its classes; a prediction outside the
+dataset's classes counts as wrong and goes to an extra "other" confusion column. Accuracies,
+per-class accuracy and the confusion rows are over the dataset's classes. Class lists that do
+not fit are refused before any shape is read, naming the missing classes.
 """
 
 
@@ -42,9 +52,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
-    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint file (.pt)")
-    parser.add_argument("--split", required=True, choices=("train", "val", "trainval", "test"),
-                        help="split to evaluate (always explicit)")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint file (.pt)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "trainval", "test"),
+                        help="split to evaluate (default test)")
     parser.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed for the synthetic dataset)")
     parser.add_argument("--dataset", choices=("modelnet40", "modelnet10", "shapenetpart", "synthetic"),
                         help="dataset to evaluate on (default: the checkpoint's)")
@@ -52,9 +62,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--votes", type=int, default=0, metavar="N",
                         help="test-time voting passes (random anisotropic scaling; default 0 = off)")
     parser.add_argument("--num-points", type=positive_int, metavar="N", help="points per cloud (default: the checkpoint's)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="clouds per batch (default 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="clouds per batch (default 32)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the voting augmentation (default 0)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the voting augmentation (default 0)")
     return parser
 
 
@@ -94,7 +104,13 @@ def summary(metrics: Dict[str, Any]) -> str:
         keys = ("overall_accuracy", "mean_class_accuracy")
     else:
         keys = ("instance_miou", "class_miou")
-    lines = [head, "  single pass: " + ", ".join(f"{k} {metrics[k]:.2f}" for k in keys)]
+    lines = [head]
+    if metrics.get("class_mapping") == "name":
+        lines.append(
+            f"  classes mapped by name: the model's {metrics['model_num_classes']} onto the dataset's "
+            f"{len(metrics['classes'])}; {metrics['outside_predictions']} predictions outside them count as wrong"
+        )
+    lines.append("  single pass: " + ", ".join(f"{k} {metrics[k]:.2f}" for k in keys))
     if "vote" in metrics:
         vote = metrics["vote"]
         lines.append(f"  {vote['votes']} votes:    " + ", ".join(f"{k} {vote[k]:.2f}" for k in keys))
@@ -112,10 +128,12 @@ def write_outputs(metrics: Dict[str, Any], out: Path) -> list:
     stem = out.with_suffix("")
     if metrics["task"] == "classification":
         names = metrics.get("classes") or [str(i) for i in range(len(metrics["confusion_matrix"]))]
-        rows = [["true \\ predicted"] + names]
+        columns = metrics.get("confusion_columns") or names  # + "other" after a mapping by name
+        rows = [["true \\ predicted"] + columns]
         rows += [[name] + counts for name, counts in zip(names, metrics["confusion_matrix"])]
         written.append(_write_csv(Path(f"{stem}_confusion.csv"), rows))
-        written.append(plot_confusion_matrix(metrics["confusion_matrix"], names, Path(f"{stem}_confusion.png")))
+        written.append(plot_confusion_matrix(metrics["confusion_matrix"], names, Path(f"{stem}_confusion.png"),
+                                             column_names=columns))
         table = _per_name_table(metrics, "per_class_accuracy", "class", "accuracy")
         written.append(_write_csv(Path(f"{stem}_per_class.csv"), table))
     else:

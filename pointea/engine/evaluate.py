@@ -5,6 +5,12 @@ Voting, as in the reference code (PointNet++, PointMLP): the prediction is the a
 anisotropic scaling U(0.85, 1.15) per axis. The single-pass metrics are always reported as well,
 under their plain names, and the voted ones under ``"vote"``: voting is never kept silently, nor
 repeated until a lucky seed wins (the seed is fixed).
+
+Cross-dataset evaluation: a classifier whose class names include every class of the dataset
+(ModelNet40 weights on ModelNet10) is evaluated by name. The prediction is the argmax over all the
+model's classes, mapped to the dataset's classes; a prediction outside them counts as wrong and
+lands in an extra ``"other"`` column of the confusion matrix, so each row still sums to its class
+count. Accuracies are over the dataset's classes.
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from pointea.engine.device import resolve_device
-from pointea.engine.metrics import ClassificationMeter, PartSegmentationMeter
+from pointea.engine.metrics import (
+    ClassificationMeter,
+    PartSegmentationMeter,
+    mean_class_accuracy,
+    overall_accuracy,
+    per_class_accuracy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +40,7 @@ PathLike = Union[str, os.PathLike]
 
 DATASET_NAMES = ("modelnet40", "modelnet10", "shapenetpart", "synthetic")
 VOTE_SCALE = (0.85, 1.15)  # per-axis scale range of the voting passes (PointMLP's voting script)
+OTHER_COLUMN = "other"  # confusion column of predictions outside the dataset's classes
 
 
 def evaluate_model(
@@ -38,6 +51,7 @@ def evaluate_model(
     votes: int = 0,
     seed: int = 0,
     num_workers: int = 0,
+    class_names: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
     """Evaluate ``model`` on every item of ``dataset``.
 
@@ -51,6 +65,9 @@ def evaluate_model(
         votes: number of voting passes (0 or 1: single pass only). The first pass is the plain one.
         seed: seed of the voting augmentation.
         num_workers: DataLoader workers.
+        class_names: the classifier's class names (a checkpoint's ``meta["classes"]``). When
+            they differ from the dataset's ``classes`` but hold all of them, predictions are
+            mapped by name (see the module docstring); None requires equal class counts.
 
     Returns:
         Classification: ``overall_accuracy``, ``mean_class_accuracy``, ``per_class_accuracy``
@@ -58,12 +75,15 @@ def evaluate_model(
         ``instance_miou``, ``class_miou``, ``per_category_iou``, ``per_category_count``,
         ``categories``. Both: ``task``, ``num_samples``, ``seconds``, and with ``votes > 1`` a
         ``"vote"`` dict holding the same metrics for the voted predictions plus ``"votes"``.
-        All metrics in percent.
+        All metrics in percent. With a mapping by name, also ``class_mapping`` ("name"),
+        ``model_num_classes``, ``outside_predictions`` (predictions outside the dataset's
+        classes) and ``confusion_columns`` (the dataset's classes, then ``"other"`` when the model
+        has classes outside the dataset's: the matrix is then K x (K + 1)).
     """
     if votes < 0:
         raise ValueError(f"votes must be >= 0, got {votes}")
     task = model.config.task
-    _check_compatible(model, dataset)
+    _check_compatible(model, dataset, class_names is not None)
     if len(dataset) == 0:
         raise ValueError(f"nothing to evaluate: {dataset} holds no clouds")
     device = resolve_device(device)
@@ -73,9 +93,16 @@ def evaluate_model(
     )
     generator = torch.Generator(device=device).manual_seed(seed)
     names = _names(dataset, task)
+    lookup = None  # model class index -> dataset class index (OTHER: the extra column)
+    if task == "classification" and class_names is not None:
+        if names is None:
+            raise ValueError(f"{dataset} has no class names to map the model's classes to")
+        mapping = map_classes_by_name(class_names, names, type(dataset).__name__)
+        lookup = None if mapping is None else torch.tensor(mapping, device=device)
 
     if task == "classification":
-        meters = [ClassificationMeter(model.config.num_classes, device) for _ in range(2)]
+        columns = model.config.num_classes if lookup is None else int(lookup.max()) + 1
+        meters = [ClassificationMeter(columns, device) for _ in range(2)]
     else:
         category_parts = getattr(dataset, "category_parts", None) or model.config.category_parts
         meters = [PartSegmentationMeter(category_parts, device) for _ in range(2)]
@@ -89,20 +116,75 @@ def evaluate_model(
             category = batch["category"].to(device) if task == "segmentation" else None  # (B,)
             targets = batch["label" if task == "classification" else "parts"].to(device)
             logits = _forward(model, points, category, mask)  # (B, K) or (B, N, P)
-            _update(single, logits, targets, category, mask)
+            _update(single, logits, targets, category, mask, lookup)
             if votes > 1:
                 probabilities = logits.float().softmax(dim=-1)
                 for _ in range(votes - 1):
                     scaled = random_anisotropic_scale(points, generator)
                     probabilities += _forward(model, scaled, category, mask).float().softmax(dim=-1)
-                _update(voted, probabilities, targets, category, mask)
+                _update(voted, probabilities, targets, category, mask, lookup)
     seconds = time.perf_counter() - start
 
-    result: Dict[str, Any] = {"task": task, **_named(single.compute(), names, task), "seconds": round(seconds, 3)}
+    def metrics(meter) -> Dict[str, Any]:
+        computed = meter.compute() if lookup is None else _mapped_metrics(meter, len(names))
+        return _named(computed, names, task)
+
+    result: Dict[str, Any] = {"task": task, **metrics(single), "seconds": round(seconds, 3)}
+    if lookup is not None:
+        columns = list(names) + ([OTHER_COLUMN] if single.num_classes > len(names) else [])
+        result.update(class_mapping="name", model_num_classes=len(class_names), confusion_columns=columns)
     if votes > 1:
         voting = {"votes": votes, "scale": list(VOTE_SCALE), "seed": seed}
-        result["vote"] = {**voting, **_named(voted.compute(), names, task)}
+        result["vote"] = {**voting, **metrics(voted)}
     return result
+
+
+def map_classes_by_name(
+    model_classes: Sequence[str], dataset_classes: Sequence[str], dataset: str
+) -> Optional[List[int]]:
+    """Where each model class goes among the dataset's classes, or None when they are the same.
+
+    Args:
+        model_classes: the classifier's class names.
+        dataset_classes: the dataset's class names, in label order.
+        dataset: the dataset's name, for messages.
+
+    Returns:
+        None when the names are equal (same order); else a list with,
+        for each model class, the index of the dataset class of that name, or
+        ``len(dataset_classes)`` (the "other" column) for a class the dataset lacks.
+
+    Raises:
+        ValueError: the dataset has a class the model does not know (the names are listed).
+    """
+    if list(model_classes) == list(dataset_classes):
+        return None
+    missing = [name for name in dataset_classes if name not in model_classes]
+    if missing:
+        raise ValueError(
+            f"the model predicts {len(model_classes)} classes but {dataset} has {len(dataset_classes)} "
+            f"and they cannot be mapped by name: the model has no class {', '.join(map(repr, missing))}"
+        )
+    index = {name: i for i, name in enumerate(dataset_classes)}
+    return [index.get(name, len(dataset_classes)) for name in model_classes]
+
+
+def dataset_class_names(name: str) -> Optional[List[str]]:
+    """The class names of a classification dataset, known without reading it (None for a
+    dataset without classes, i.e. shapenetpart).
+
+    ModelNet's labels are its official class list (the folder layout indexes it; the text and
+    HDF5 layouts must list as many names, which :func:`evaluate_model` then maps by name again).
+    """
+    if name == "synthetic":
+        from pointea.data.synthetic import CATEGORIES
+
+        return list(CATEGORIES)
+    if name in ("modelnet40", "modelnet10"):
+        from pointea.data.modelnet import MODELNET10_CLASSES, MODELNET40_CLASSES
+
+        return list(MODELNET40_CLASSES if name == "modelnet40" else MODELNET10_CLASSES)
+    return None
 
 
 def random_anisotropic_scale(
@@ -186,7 +268,7 @@ def build_dataset(
 
 def evaluate(
     checkpoint: PathLike,
-    split: str,
+    split: str = "test",
     data_root: Optional[PathLike] = None,
     dataset: Optional[str] = None,
     votes: int = 0,
@@ -199,9 +281,11 @@ def evaluate(
 
     Args:
         checkpoint: checkpoint file.
-        split: split to evaluate (always explicit, e.g. ``"test"``).
+        split: split to evaluate (default ``"test"``).
         data_root: data folder (not needed for the synthetic dataset).
-        dataset: dataset name overriding the checkpoint's.
+        dataset: dataset name overriding the checkpoint's. A classifier is evaluated on another
+            dataset whose classes are a subset of its own by name (see the module docstring);
+            other class lists are refused before any shape is read.
         votes: voting passes (see :func:`evaluate_model`).
         batch_size, device, seed: as in :func:`evaluate_model`.
         num_points: points per cloud (default: the checkpoint's).
@@ -209,6 +293,10 @@ def evaluate(
     Returns:
         The metrics of :func:`evaluate_model` plus ``checkpoint``, ``dataset``, ``split`` and
         ``num_points``.
+
+    Raises:
+        ValueError: e.g. a dataset whose classes the model does not have (named).
+        FileNotFoundError: the data is missing.
     """
     from pointea.engine.checkpoint import load_model
 
@@ -230,11 +318,29 @@ def evaluate(
                 f"the data root recorded in checkpoint {checkpoint} ({data_root}) does not exist here; "
                 "pass the dataset folder (--data-root DIR, or data_root= in Python)"
             )
+    class_names = meta.get("classes") if model.config.task == "classification" else None
+    _check_classes_early(model, class_names, name, checkpoint)
     use_normals = model.config.in_channels >= 6
     data = build_dataset(name, split, data_root, num_points=num_points, use_normals=use_normals, **options)
     logger.info("evaluating %s on %s (%d clouds)", checkpoint, data, len(data))
-    result = evaluate_model(model, data, batch_size=batch_size, device=device, votes=votes, seed=seed)
+    result = evaluate_model(model, data, batch_size=batch_size, device=device, votes=votes, seed=seed,
+                            class_names=class_names)
     return {"checkpoint": str(checkpoint), "dataset": name, "split": split, "num_points": num_points, **result}
+
+
+def _check_classes_early(model: nn.Module, class_names: Optional[Sequence[str]], name: str,
+                         checkpoint: PathLike) -> None:
+    """Refuse a classifier that cannot be evaluated on dataset ``name`` before its shapes are read."""
+    expected = dataset_class_names(name)
+    if model.config.task != "classification" or expected is None:
+        return
+    if class_names is not None:
+        map_classes_by_name(class_names, expected, name)
+    elif model.config.num_classes != len(expected):
+        raise ValueError(
+            f"the model predicts {model.config.num_classes} classes but {name} has {len(expected)}, "
+            f"and checkpoint {checkpoint} records no class names to map them by"
+        )
 
 
 def dataset_options(name: str, data_config: Dict[str, Any], split: str) -> Dict[str, Any]:
@@ -270,14 +376,30 @@ def _forward(model: nn.Module, points: Tensor, category: Optional[Tensor], mask:
     return model(points, category, mask=mask)
 
 
-def _update(meter, outputs: Tensor, targets: Tensor, category: Optional[Tensor], mask: Optional[Tensor]) -> None:
-    if category is None:
-        meter.update(outputs, targets)
+def _update(meter, outputs: Tensor, targets: Tensor, category: Optional[Tensor], mask: Optional[Tensor],
+            lookup: Optional[Tensor] = None) -> None:
+    if category is None:  # argmax over all the model's classes, then map by name
+        meter.update(outputs if lookup is None else lookup[outputs.argmax(dim=-1)], targets)
     else:  # padded points carry part -1 and are masked out
         meter.update(outputs, targets.clamp(min=0), category, mask=mask)
 
 
-def _check_compatible(model: nn.Module, dataset: Dataset) -> None:
+def _mapped_metrics(meter: ClassificationMeter, num_classes: int) -> Dict[str, Any]:
+    """Metrics of a meter whose last column collects predictions outside the dataset's
+    ``num_classes`` classes: rows are the dataset's classes only."""
+    confusion = meter.confusion.cpu()[:num_classes]  # (K, K) or (K, K + 1)
+    accuracies = per_class_accuracy(confusion)
+    return {
+        "overall_accuracy": overall_accuracy(confusion),
+        "mean_class_accuracy": mean_class_accuracy(confusion),
+        "per_class_accuracy": [None if a != a else a for a in accuracies.tolist()],
+        "confusion_matrix": confusion.tolist(),
+        "num_samples": int(confusion.sum()),
+        "outside_predictions": int(confusion[:, num_classes:].sum()),
+    }
+
+
+def _check_compatible(model: nn.Module, dataset: Dataset, by_name: bool = False) -> None:
     config = model.config
     in_channels = getattr(dataset, "in_channels", None)
     if in_channels is not None and in_channels != config.in_channels:
@@ -287,7 +409,7 @@ def _check_compatible(model: nn.Module, dataset: Dataset) -> None:
         )
     if config.task == "classification":
         count = getattr(dataset, "num_classes", None)
-        if count is not None and count != config.num_classes:
+        if not by_name and count is not None and count != config.num_classes:
             raise ValueError(f"the model predicts {config.num_classes} classes but the dataset has {count}")
     else:
         parts = getattr(dataset, "category_parts", None)

@@ -5,14 +5,24 @@ fixed seed, so the same file always gives the same answer; external attention no
 the points, so clouds are evaluated at the N the model was trained with). Classification returns
 the top-k classes; part segmentation predicts the parts of a given category at the sampled points
 and carries them to every original point by nearest neighbour.
+
+:func:`predict_files` reads files in a small thread pool (in order) and runs the model on batches
+of clouds; every cloud is prepared exactly as :func:`predict_points` prepares it alone, so the
+answers do not depend on the batch size.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
+import sys
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -24,6 +34,13 @@ PathLike = Union[str, os.PathLike]
 LoadedModel = Tuple[nn.Module, Dict[str, Any]]
 
 NEIGHBOR_CHUNK = 8192  # original points per nearest-neighbour distance block
+DEFAULT_BATCH_SIZE = 32  # clouds per forward pass of predict_files
+READ_WORKERS = 4  # file reading threads (parsing and disk waits overlap the model's work)
+# A cloud is degenerate when it has fewer than MIN_DISTINCT_POINTS distinct positions, positions
+# that differ by at most DEGENERATE_TOLERANCE (file units) in every coordinate counting as one:
+# a single point, or all points identical, has no shape to classify.
+MIN_DISTINCT_POINTS = 3
+DEGENERATE_TOLERANCE = 1e-9
 
 
 def find_point_files(paths: Iterable[PathLike]) -> List[Path]:
@@ -63,6 +80,62 @@ def nearest_neighbors(queries: torch.Tensor, references: torch.Tensor) -> torch.
     return torch.cat([torch.cdist(chunk, references).argmin(dim=1) for chunk in queries.split(NEIGHBOR_CHUNK)])
 
 
+def degenerate_warning(points: np.ndarray) -> Optional[str]:
+    """Why a cloud has no shape to predict on, or None.
+
+    Degenerate means fewer than :data:`MIN_DISTINCT_POINTS` distinct xyz positions, where points
+    within :data:`DEGENERATE_TOLERANCE` of each other in every coordinate count as one (e.g. a
+    single point, or every point identical). The model still answers, often confidently, but the
+    answer says nothing about the cloud.
+    """
+    remaining = np.asarray(points)[:, :3]
+    distinct = 0
+    while len(remaining) and distinct < MIN_DISTINCT_POINTS:  # at most 3 passes over the cloud
+        distinct += 1
+        remaining = remaining[np.abs(remaining - remaining[0]).max(axis=1) > DEGENERATE_TOLERANCE]
+    if distinct >= MIN_DISTINCT_POINTS:
+        return None
+    count = len(points)
+    if distinct <= 1:
+        what = "a single point" if count == 1 else f"all {count} points coincide (within {DEGENERATE_TOLERANCE:g})"
+    else:
+        what = f"only {distinct} distinct positions among {count} points"
+    return f"degenerate cloud: {what}; the prediction says nothing about its shape"
+
+
+class PreparedCloud(NamedTuple):
+    """A cloud ready for the model: normalized, and resampled to the model's point count."""
+
+    cloud: torch.Tensor  # (N, C) every input point, centred and scaled into the unit sphere
+    sampled: torch.Tensor  # (num_points, C) the points fed to the model (``cloud`` itself if whole)
+    num_points: int  # points in the input
+    warning: Optional[str]  # see degenerate_warning
+
+
+def prepare_cloud(points: np.ndarray, in_channels: int, num_points: Optional[int], seed: int = 0) -> PreparedCloud:
+    """Centre (in float64), scale into the unit sphere and resample one cloud.
+
+    Args:
+        points: (N, C) array with C >= ``in_channels``, any scale and position.
+        in_channels: channels the model takes (3: xyz, 6: xyz + normals).
+        num_points: points fed to the model; None keeps the whole cloud.
+        seed: seed of the resampling.
+    """
+    from pointea.data.transforms import NormalizeUnitSphere
+
+    if points.ndim != 2 or points.shape[1] < in_channels:
+        raise ValueError(
+            f"the model needs {in_channels} channels (x y z nx ny nz) but the cloud has "
+            f"{points.shape[1] if points.ndim == 2 else points.shape}"
+        )
+    values = np.array(points[:, :in_channels], dtype=np.float64)  # a copy: centred in float64, so
+    values[:, :3] -= values[:, :3].mean(axis=0)  # clouds far from the origin keep their detail
+    cloud = torch.from_numpy(values.astype(np.float32))
+    cloud = NormalizeUnitSphere()({"points": cloud})["points"]  # (N, C)
+    sampled = cloud if num_points is None else cloud[torch.from_numpy(sample_indices(len(cloud), num_points, seed))]
+    return PreparedCloud(cloud, sampled, len(points), degenerate_warning(values))
+
+
 def predict_points(
     points: np.ndarray,
     model: nn.Module,
@@ -87,53 +160,60 @@ def predict_points(
     Returns:
         Classification: ``{"num_points", "predictions": [{"class", "index", "probability"}, ...]}``
         best first. Segmentation: ``{"num_points", "category", "labels" (N,) int64 global part ids
-        of every input point, "part_counts" {part name: count}}``.
+        of every input point, "part_counts" {part name: count}}``. Both: ``"warning"`` when the
+        cloud is degenerate (see :func:`degenerate_warning`).
     """
-    from pointea.data.transforms import NormalizeUnitSphere
+    category_index = resolve_category(category, meta, model.config) if model.config.task == "segmentation" else None
+    prepared = prepare_cloud(points, model.config.in_channels, num_points or meta.get("num_points"), seed)
+    result = predict_prepared([prepared], model, meta, topk, category_index)[0]
+    if prepared.warning:
+        result["warning"] = prepared.warning
+    return result
 
+
+def predict_prepared(
+    clouds: Sequence[PreparedCloud],
+    model: nn.Module,
+    meta: Dict[str, Any],
+    topk: int = 5,
+    category_index: Optional[int] = None,
+) -> List[Dict[str, Any]]:
+    """One forward pass over clouds whose ``sampled`` tensors share a shape; results as
+    :func:`predict_points` (without the warning)."""
     config = model.config
     device = next(model.parameters()).device
-    in_channels = config.in_channels
-    if points.shape[1] < in_channels:
-        raise ValueError(
-            f"the model needs {in_channels} channels (x y z nx ny nz) but the cloud has {points.shape[1]}"
-        )
-    num_points = num_points or meta.get("num_points")  # None: trained on whole clouds, keep them
-    values = np.array(points[:, :in_channels], dtype=np.float64)  # a copy: centred in float64, so
-    values[:, :3] -= values[:, :3].mean(axis=0)  # clouds far from the origin keep their detail
-    cloud = torch.from_numpy(values.astype(np.float32))
-    cloud = NormalizeUnitSphere()({"points": cloud})["points"]  # (N, C)
-    whole = num_points is None
-    sampled = cloud if whole else cloud[torch.from_numpy(sample_indices(len(cloud), num_points, seed))]
-    batch = sampled.unsqueeze(0).to(device)  # (1, num_points, C)
-
+    batch = torch.stack([c.sampled for c in clouds]).to(device)  # (B, num_points, C)
+    B = len(clouds)
     with torch.inference_mode():
         if config.task == "classification":
-            probabilities = model(batch).float().softmax(dim=-1)[0].cpu()  # (K,)
-            names = meta.get("classes") or [str(i) for i in range(len(probabilities))]
-            values, indices = probabilities.topk(min(topk, len(probabilities)))
-            predictions = [
-                {"class": names[i], "index": i, "probability": round(v, 6)}
-                for v, i in zip(values.tolist(), indices.tolist())
+            probabilities = model(batch).float().softmax(dim=-1).cpu()  # (B, K)
+            names = meta.get("classes") or [str(i) for i in range(probabilities.shape[1])]
+            values, indices = probabilities.topk(min(topk, probabilities.shape[1]), dim=1)  # (B, k)
+            return [
+                {"num_points": c.num_points, "predictions": [
+                    {"class": names[i], "index": i, "probability": round(v, 6)}
+                    for v, i in zip(values[b].tolist(), indices[b].tolist())
+                ]}
+                for b, c in enumerate(clouds)
             ]
-            return {"num_points": len(points), "predictions": predictions}
-
-        category_index = resolve_category(category, meta, config)
-        category_tensor = torch.tensor([category_index], device=device)
-        logits = model(batch, category_tensor)  # (1, num_points, P)
-        restricted = model.restrict_to_category(logits, category_tensor)
-        sampled_labels = restricted.argmax(dim=-1)[0].cpu()  # (num_points,)
-    if not whole:  # carry the labels to every original point
-        sampled_labels = sampled_labels[nearest_neighbors(cloud[:, :3], sampled[:, :3])]  # (N,)
-    labels = sampled_labels.numpy().astype(np.int64)
+        category_tensor = torch.full((B,), category_index, device=device, dtype=torch.long)
+        logits = model(batch, category_tensor)  # (B, num_points, P)
+        sampled_labels = model.restrict_to_category(logits, category_tensor).argmax(dim=-1).cpu()  # (B, num_points)
     part_names = meta.get("part_names") or [str(i) for i in range(config.num_parts)]
-    ids, counts = np.unique(labels, return_counts=True)
-    return {
-        "num_points": len(points),
-        "category": _category_names(meta, config)[category_index],
-        "labels": labels,
-        "part_counts": {part_names[i]: int(c) for i, c in zip(ids, counts)},
-    }
+    category_name = _category_names(meta, config)[category_index]
+    results = []
+    for c, labels in zip(clouds, sampled_labels):
+        if c.sampled is not c.cloud:  # carry the labels to every original point
+            labels = labels[nearest_neighbors(c.cloud[:, :3], c.sampled[:, :3])]  # (N,)
+        labels = labels.numpy().astype(np.int64)
+        ids, counts = np.unique(labels, return_counts=True)
+        results.append({
+            "num_points": c.num_points,
+            "category": category_name,
+            "labels": labels,
+            "part_counts": {part_names[i]: int(n) for i, n in zip(ids, counts)},
+        })
+    return results
 
 
 def resolve_category(category: Optional[str], meta: Dict[str, Any], config) -> int:
@@ -155,8 +235,10 @@ def predict_files(
     num_points: Optional[int] = None,
     category: Optional[str] = None,
     out_dir: Optional[PathLike] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Optional[bool] = None,
 ) -> List[Dict[str, Any]]:
-    """Predict on point cloud files and folders.
+    """Predict on point cloud files and folders, in batches.
 
     Args:
         paths: files or folders (searched recursively for every format ``read_point_cloud`` reads).
@@ -167,43 +249,159 @@ def predict_files(
         category: object category (part segmentation only; required there).
         out_dir: segmentation: folder for a coloured ``<name>.parts.ply`` per input (with a
             ``label`` property); nothing is written when None.
+        batch_size: clouds per forward pass (the results do not depend on it; a checkpoint trained
+            on whole clouds batches only clouds of equal size).
+        progress: progress bar on stderr; None draws one when stderr is a terminal and the files
+            fill more than one batch.
 
     Returns:
-        One dict per file with ``"file"`` and either the fields of :func:`predict_points` (plus
-        ``"output"`` when a PLY was written) or ``"error"``: a file that cannot be read or
-        predicted is reported and the others are still processed.
+        One dict per file, in order, with ``"file"`` and either the fields of
+        :func:`predict_points` (plus ``"output"`` when a PLY was written) or ``"error"``: a file
+        that cannot be read or predicted is reported and the others are still processed.
+        ``"warning"`` holds what was logged while reading the file and the degenerate-cloud
+        warning, joined by "; " (those log records carry ``pointea_file_warning = True``, so a
+        caller printing the warning with the result can filter them out of its log).
 
     Raises:
-        ValueError: bad checkpoint, or a missing / unknown category for a segmentation model.
+        ValueError: bad checkpoint or batch size, or a missing / unknown category for a
+            segmentation model.
     """
-    from pointea.data.io import read_point_cloud, write_point_cloud
     from pointea.engine.checkpoint import load_model
-    from pointea.palette import part_colors
 
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, meta = checkpoint if isinstance(checkpoint, tuple) else load_model(checkpoint, device=device)
+    category_index = None
     if model.config.task == "segmentation":
-        resolve_category(category, meta, model.config)  # fail before reading any file
+        category_index = resolve_category(category, meta, model.config)  # fail before reading any file
     elif category is not None:
         raise ValueError("category applies to part segmentation checkpoints only; this one is a classifier")
+    num_points = num_points or meta.get("num_points")  # None: trained on whole clouds, keep them
 
-    results: List[Dict[str, Any]] = []
+    files = find_point_files(paths)
+    results: List[Dict[str, Any]] = [{} for _ in files]
+    pending: List[Tuple[int, np.ndarray, PreparedCloud]] = []
     written: set = set()
-    for path in find_point_files(paths):
-        try:
-            if path.is_dir():
-                raise ValueError(f"{path}: folder holds no point cloud files")
-            points = read_point_cloud(path, dtype=np.float64)
-            result = {"file": str(path), **predict_points(points, model, meta, topk, category, num_points)}
-            if "labels" in result and out_dir is not None:
-                output = _unique_output(Path(out_dir), path, written)
-                write_point_cloud(output, points, colors=part_colors(result["labels"]), labels=result["labels"])
-                result["output"] = str(output)
-        except (OSError, ValueError) as error:
-            message = str(error) if str(path) in str(error) else f"{path}: {error}"
-            logger.info("cannot predict %s", message)  # returned to the caller, who reports it
-            result = {"file": str(path), "error": message}
-        results.append(result)
+    show = progress if progress is not None else sys.stderr.isatty() and len(files) > batch_size
+    bar = _progress_bar(len(files)) if show else None
+
+    def flush() -> None:
+        outputs = predict_prepared([p for _, _, p in pending], model, meta, topk, category_index)
+        for (index, points, _), output in zip(pending, outputs):
+            result = results[index]
+            path = Path(result["file"])
+            try:
+                if "labels" in output and out_dir is not None:
+                    output["output"] = str(_write_parts(Path(out_dir), path, points, output["labels"], written))
+            except (OSError, ValueError) as error:
+                output = {"error": _error_message(path, error)}
+            warning = result.pop("warning", None)
+            result.update(output)
+            if warning:
+                result["warning"] = warning
+        pending.clear()
+
+    capture = _FileWarnings()
+    logging.getLogger("pointea").addHandler(capture)
+    try:
+        for index, (path, points, error, messages) in enumerate(_read_ahead(files, capture)):
+            results[index]["file"] = str(path)
+            prepared = None
+            if error is None:
+                try:
+                    prepared = prepare_cloud(points, model.config.in_channels, num_points)
+                except ValueError as problem:
+                    error = _error_message(path, problem)
+            if prepared is not None and prepared.warning:
+                messages.append(prepared.warning)
+            if messages:
+                results[index]["warning"] = "; ".join(messages)
+            if error is not None:
+                logger.info("cannot predict %s", error)  # returned to the caller, who reports it
+                results[index]["error"] = error
+            else:
+                if pending and pending[0][2].sampled.shape != prepared.sampled.shape:
+                    flush()  # whole clouds of another size: they cannot share a batch
+                pending.append((index, points, prepared))
+                if len(pending) >= batch_size:
+                    flush()
+            if bar is not None:
+                bar.update()
+        if pending:
+            flush()
+    finally:
+        logging.getLogger("pointea").removeHandler(capture)
+        if bar is not None:
+            bar.close()
     return results
+
+
+class _FileWarnings(logging.Handler):
+    """Collects the warnings pointea logs while a thread reads one file, to report them with the
+    file's result instead of before all results."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        messages = getattr(self._local, "messages", None)
+        if messages is not None:
+            messages.append(record.getMessage())
+            record.pointea_file_warning = True  # reported with the file's result
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[List[str]]:
+        self._local.messages = []
+        try:
+            yield self._local.messages
+        finally:
+            self._local.messages = None
+
+
+def _read_ahead(files: Sequence[Path], capture: _FileWarnings) -> Iterator[Tuple[Path, Any, Optional[str], List[str]]]:
+    """``(path, points or None, error or None, warnings)`` per file, in order, read by a thread
+    pool a bounded number of files ahead."""
+
+    def read(path: Path) -> Tuple[Path, Any, Optional[str], List[str]]:
+        from pointea.data.io import read_point_cloud
+
+        with capture.collect() as messages:
+            try:
+                if path.is_dir():
+                    raise ValueError(f"{path}: folder holds no point cloud files")
+                return path, read_point_cloud(path, dtype=np.float64), None, messages
+            except (OSError, ValueError) as error:
+                return path, None, _error_message(path, error), messages
+
+    with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="pointea-read") as pool:
+        queue = deque(pool.submit(read, path) for path in files[: 4 * READ_WORKERS])
+        upcoming = iter(files[4 * READ_WORKERS:])
+        while queue:
+            done = queue.popleft().result()
+            for path in itertools.islice(upcoming, 1):
+                queue.append(pool.submit(read, path))
+            yield done
+
+
+def _error_message(path: Path, error: Exception) -> str:
+    """The error's text, naming the file once."""
+    return str(error) if str(path) in str(error) else f"{path}: {error}"
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", desc="predict", leave=False, dynamic_ncols=True)
+
+
+def _write_parts(out_dir: Path, source: Path, points: np.ndarray, labels: np.ndarray, written: set) -> Path:
+    from pointea.data.io import write_point_cloud
+    from pointea.palette import part_colors
+
+    output = _unique_output(out_dir, source, written)
+    write_point_cloud(output, points, colors=part_colors(labels), labels=labels)
+    return output
 
 
 def _category_names(meta: Dict[str, Any], config) -> List[str]:
