@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,30 @@ def test_attention_benchmark_writes_table_json_and_plot_and_skips_what_would_not
     assert payload["paired_scaling"]["median"] == payload["summary"]["ea_time_65536_over_4096"] > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "skip: memory" in capsys.readouterr().out
+
+
+def test_attention_benchmark_times_each_ea_path_under_load_and_stops_the_load(tmp_path, capsys):
+    bench = load_tool("bench_attention")
+    out = tmp_path / "bench.json"
+    # tile size 32: both sizes run tiled when forced, and "auto" probes both paths at each size.
+    assert bench.main(["--types", "ea", "--sizes", "64", "128", "--repeats", "1", "--min-time", "0",
+                       "--pair-rounds", "0", "--threads", "1", "--ea-paths", "auto", "tiled", "one-pass",
+                       "--tile-size", "32", "--load-procs", "1", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    rows = {(row["ea_path"], row["num_points"]): row for row in payload["results"]}
+    assert set(rows) == {(path, n) for path in ("auto", "tiled", "one-pass") for n in (64, 128)}
+    for n in (64, 128):
+        assert rows[("tiled", n)]["path_taken"] == "tiled" and rows[("one-pass", n)]["path_taken"] == "one-pass"
+        assert rows[("auto", n)]["path_taken"] in ("tiled", "one-pass") and rows[("auto", n)]["fwd_ms"] > 0
+    choices = payload["ea_path_choices"]
+    assert sorted(choice["elements"] for choice in choices) == [64, 128]
+    assert all(choice["one_pass_ms"] > 0 and choice["tiled_ms"] > 0 for choice in choices)
+    (pid,) = payload["load_pids"]
+    with pytest.raises(ProcessLookupError):  # the busy process was stopped and reaped
+        os.kill(pid, 0)
+    printed = capsys.readouterr().out
+    assert "ea tiled" in printed and "ea one-pass" in printed and "ea auto>" in printed
+    assert "1 busy-loop process" in printed and "auto probe" in printed
 
 
 def test_predict_benchmark_writes_table_and_json(tmp_path, capsys):

@@ -19,8 +19,17 @@ The scaling ratio of external attention, time(65,536) / time(4,096), is also mea
 rounds that time both sizes back to back (``--pair-rounds``), which keeps the drift of a shared
 machine's speed out of it; the summary reports that median and the table-based ratio beside it.
 
-Example:
+External attention has two inference paths (tiled with an online softmax, or one pass; see
+``ExternalAttention``); ``--ea-paths`` times "ea" and "mhea" with each path given ("auto" shows
+the path it chose, and the JSON holds its probe times). ``--load-procs K`` keeps K busy-loop
+processes running for the duration of the benchmark, as on a shared machine or beside other
+training processes, and stops them at the end. The summary and the paired ratio use the first
+path of ``--ea-paths``.
+
+Examples:
     python tools/bench_attention.py --out /tmp/bench_attention.json --plot /tmp/bench_attention.png
+    python tools/bench_attention.py --types ea --sizes 16384 --threads 2 --ea-paths auto tiled one-pass \\
+        --load-procs 1 --pair-rounds 0
 """
 
 from __future__ import annotations
@@ -29,20 +38,30 @@ import argparse
 import json
 import logging
 import statistics
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 from torch import nn
 
 from pointea.atomic import atomic_path, atomic_write_text
 from pointea.engine.allocator import configure_allocator
-from pointea.nn.attention import build_attention
+from pointea.nn.attention import (
+    EA_INFERENCE_PATHS,
+    EA_TILE_SIZE,
+    build_attention,
+    external_attention_path_choices,
+    reset_external_attention_path_choices,
+)
 
 LOG = logging.getLogger("bench_attention")
 
 TYPES = ("ea", "mhea", "sa", "ssa", "oa")
+EXTERNAL = ("ea", "mhea")  # the types with an inference path to choose
 QUADRATIC = ("sa", "ssa", "oa")  # time grows with N^2
 # N x N float maps alive at the peak of a pass (forward, forward + backward); "sa" uses torch's
 # fused kernel, which never stores the map.
@@ -58,6 +77,36 @@ def parse_bytes(text: str) -> int:
         if lowered.endswith(unit):
             return int(float(lowered[: -len(unit)]) * factor)
     return int(float(lowered))
+
+
+@contextmanager
+def busy_processes(count: int) -> Iterator[List[int]]:
+    """Keep ``count`` CPU-bound processes running while the block runs; yields their ids."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield [proc.pid for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
+def build_layer(name: str, args: argparse.Namespace, ea_path: Optional[str]) -> nn.Module:
+    """The attention layer of the benchmark, with the external attention path ``ea_path``."""
+    torch.manual_seed(0)
+    layer = build_attention(name, args.dim, args.memory_size, args.heads)
+    if ea_path is not None:
+        layer.tile_size = args.tile_size
+        layer.inference_path = ea_path
+    return layer.to(torch.device(args.device))
+
+
+def path_taken(layer: nn.Module, ea_path: str, n: int) -> str:
+    """The inference path the latest no-grad pass of an external attention layer took."""
+    if ea_path == "auto":
+        return layer.last_inference_path
+    return "tiled" if ea_path == "tiled" and layer.tile_size < n else "one-pass"
 
 
 def synchronize(device: torch.device) -> None:
@@ -148,12 +197,14 @@ def bench(args: argparse.Namespace) -> List[Dict]:
     device = torch.device(args.device)
     max_memory = parse_bytes(args.max_memory)
     results: List[Dict] = []
-    for name in args.types:
-        torch.manual_seed(0)
-        layer = build_attention(name, args.dim, args.memory_size, args.heads).to(device)
+    cases = [(name, path) for name in args.types for path in (args.ea_paths if name in EXTERNAL else [None])]
+    for name, ea_path in cases:
+        layer = build_layer(name, args, ea_path)
         previous: Dict[bool, Optional[tuple]] = {False: None, True: None}
         for n in args.sizes:
             row: Dict = {"attention": name, "num_points": n}
+            if ea_path is not None:
+                row["ea_path"] = ea_path
             for backward in (False, True):
                 key = "fwd_bwd" if backward else "fwd"
                 reason = skip_reason(name, n, backward, previous[backward], max_memory, args.time_budget)
@@ -162,6 +213,8 @@ def bench(args: argparse.Namespace) -> List[Dict]:
                     try:
                         seconds = time_pass(layer, x, backward, args.repeats, args.min_time, args.time_budget)
                         row[f"{key}_ms"] = seconds * 1e3
+                        if ea_path is not None and not backward:
+                            row["path_taken"] = path_taken(layer, ea_path, n)
                         row[f"{key}_peak_mib"] = peak_memory(layer, x, backward) / 2**20
                         previous[backward] = (n, seconds)
                     except (RuntimeError, MemoryError) as error:  # e.g. CUDA out of memory
@@ -175,8 +228,17 @@ def bench(args: argparse.Namespace) -> List[Dict]:
     return results
 
 
+def label(row: Dict) -> str:
+    """The table's name of a row: the attention, and for external attention its path
+    ("ea auto>tiled": "auto" took the tiled path)."""
+    if "ea_path" not in row:
+        return row["attention"]
+    taken = row.get("path_taken", "?")
+    return f"{row['attention']} {row['ea_path']}" + (f">{taken}" if row["ea_path"] == "auto" else "")
+
+
 def format_table(results: List[Dict]) -> str:
-    header = f"{'attention':<9} {'N':>6} {'fwd ms':>10} {'fwd MiB':>10} {'fwd+bwd ms':>11} {'fwd+bwd MiB':>12}"
+    header = f"{'attention':<19} {'N':>6} {'fwd ms':>10} {'fwd MiB':>10} {'fwd+bwd ms':>11} {'fwd+bwd MiB':>12}"
     lines = [header, "-" * len(header)]
     for row in results:
         cells = []
@@ -186,16 +248,16 @@ def format_table(results: List[Dict]) -> str:
             else:
                 mark = "skip: " + row[f"{key}_skipped"].split(":")[0]
                 cells.append(f"{mark:>{widths[0]}} {'':>{widths[1]}}")
-        lines.append(f"{row['attention']:<9} {row['num_points']:>6} {cells[0]} {cells[1]}")
+        lines.append(f"{label(row):<19} {row['num_points']:>6} {cells[0]} {cells[1]}")
     lines.append("skip: memory = predicted N x N maps over --max-memory; time = predicted time over --time-budget")
     return "\n".join(lines)
 
 
-def summary(results: List[Dict]) -> Dict[str, Optional[float]]:
-    """The scaling ratios the external attention design promises."""
+def summary(results: List[Dict], ea_path: str) -> Dict[str, Optional[float]]:
+    """The scaling ratios the external attention design promises (external attention: ``ea_path``)."""
     def value(name: str, n: int, key: str) -> Optional[float]:
         for row in results:
-            if row["attention"] == name and row["num_points"] == n:
+            if row["attention"] == name and row["num_points"] == n and row.get("ea_path", ea_path) == ea_path:
                 return row.get(key)
         return None
 
@@ -219,8 +281,7 @@ def paired_scaling(args: argparse.Namespace, small: int = 4096, large: int = 655
     reported, with each round's ratio.
     """
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    layer = build_attention("ea", args.dim, args.memory_size).to(device)
+    layer = build_layer("ea", args, args.ea_paths[0])
     x_small = torch.randn(1, small, args.dim, device=device)
     x_large = torch.randn(1, large, args.dim, device=device)
     ratios = []
@@ -238,13 +299,14 @@ def plot(results: List[Dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in dict.fromkeys(row["attention"] for row in results):
-        rows = [row for row in results if row["attention"] == name and "fwd_ms" in row]
+    for name in dict.fromkeys((row["attention"], row.get("ea_path")) for row in results):
+        rows = [row for row in results if (row["attention"], row.get("ea_path")) == name and "fwd_ms" in row]
         if not rows:
             continue
         sizes = [row["num_points"] for row in rows]
-        axes[0].plot(sizes, [row["fwd_ms"] for row in rows], marker="o", label=name)
-        axes[1].plot(sizes, [max(row["fwd_peak_mib"], 1e-3) for row in rows], marker="o", label=name)
+        legend = " ".join(part for part in name if part)
+        axes[0].plot(sizes, [row["fwd_ms"] for row in rows], marker="o", label=legend)
+        axes[1].plot(sizes, [max(row["fwd_peak_mib"], 1e-3) for row in rows], marker="o", label=legend)
     for ax, ylabel in zip(axes, ("forward time (ms)", "forward peak memory (MiB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -272,6 +334,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--time-budget", type=float, default=30.0, help="seconds allowed per pass")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--ea-paths", nargs="+", default=["auto"], choices=EA_INFERENCE_PATHS,
+                        help="inference paths of ea and mhea to time (a row each); the first one feeds the summary")
+    parser.add_argument("--tile-size", type=int, default=EA_TILE_SIZE, help="points per tile of the tiled path")
+    parser.add_argument("--load-procs", type=int, default=0,
+                        help="busy-loop processes kept running during the benchmark (a loaded machine)")
     parser.add_argument("--pair-rounds", type=int, default=7,
                         help="rounds of the paired ea 65,536 / 4,096 time ratio (0 = skip it)")
     parser.add_argument("--no-malloc-tuning", action="store_true",
@@ -279,15 +346,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, help="write a log-log plot (PNG) here")
     args = parser.parse_args(argv)
+    if args.tile_size < 1:
+        parser.error(f"--tile-size must be >= 1, got {args.tile_size}")
+    if args.load_procs < 0:
+        parser.error(f"--load-procs must be >= 0, got {args.load_procs}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     malloc_tuned = False if args.no_malloc_tuning else configure_allocator()
+    reset_external_attention_path_choices()  # report the choices of this run only
 
-    results = bench(args)
+    with busy_processes(args.load_procs) as load_pids:
+        results = bench(args)
+        paired = paired_scaling(args) if args.pair_rounds > 0 and "ea" in args.types else None
     print(format_table(results))
-    ratios = summary(results)
-    paired = paired_scaling(args) if args.pair_rounds > 0 and "ea" in args.types else None
+    if args.load_procs:
+        print(f"measured with {args.load_procs} busy-loop process(es) running beside it")
+    choices = external_attention_path_choices()
+    for choice in choices:
+        print(f"auto probe, B*heads*N = {choice['elements']}, S = {choice['memory_size']}, "
+              f"{choice['threads']} threads: one-pass {choice['one_pass_ms']:.1f} ms, "
+              f"tiled {choice['tiled_ms']:.1f} ms -> {choice['path']}")
+    ratios = summary(results, args.ea_paths[0])
     if paired is not None:
         ratios["ea_time_65536_over_4096_table"] = ratios.pop("ea_time_65536_over_4096")
         ratios["ea_time_65536_over_4096"] = paired["median"]
@@ -303,6 +383,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "malloc_tuned": malloc_tuned,
+            "load_pids": load_pids,
+            "ea_path_choices": choices,
             "results": results,
             "summary": ratios,
             "paired_scaling": paired,

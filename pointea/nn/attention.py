@@ -12,7 +12,10 @@ References:
 
 from __future__ import annotations
 
-from typing import List, Optional
+import math
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +25,73 @@ ATTENTION_TYPES = ("ea", "mhea", "sa", "ssa", "oa", "none")
 
 # Added to the sum over the memory slots before dividing by it (EANet's double normalization).
 DOUBLE_NORM_EPS = 1e-9
-# Without autograd, external attention over more points than this runs tile by tile (see
-# ExternalAttention.tile_size).
+# Without autograd, external attention over more points than this may run tile by tile (see
+# ExternalAttention.tile_size and inference_path).
 EA_TILE_SIZE = 2048
+# How ExternalAttention picks its path without autograd; "auto" times both once per process.
+EA_INFERENCE_PATHS = ("auto", "tiled", "one-pass")
+# "auto" takes the tiled path only when its probe time is below this fraction of the one-pass
+# time: the tiled path runs ~20 small ops per tile, each an OpenMP parallel region that waits for
+# descheduled threads when the cores are oversubscribed (measured 10-50x slower than one pass
+# under load), so a marginal quiet-machine gain is not worth that risk.
+EA_TILED_MARGIN = 0.9
+# A cached "auto" choice is dropped (and the next call probes again) when EA_REPROBE_STRIKES calls
+# in a row of the tiled path run this many times slower per point than its probe, or of the
+# one-pass path this many times faster: the machine's load has changed. Quiet-machine noise stays
+# well within 3x; two strikes keep one preempted call from costing a probe.
+EA_REPROBE_FACTOR = 3.0
+EA_REPROBE_STRIKES = 2
+# A probe round whose two times differ by more than this is decisive; otherwise a second round
+# runs (the first call of a size also pays for faulting in fresh memory).
+EA_PROBE_DECISIVE = 4.0
+
+_clock = time.perf_counter  # the probe's timer; tests replace it
+
+
+@dataclass
+class _PathChoice:
+    """The result of one "auto" probe: the faster path and both measured times."""
+
+    path: str  # "tiled" or "one-pass"
+    one_pass_s: float
+    tiled_s: float
+    elements: int  # B * heads * N of the probed call, to compare later calls per point
+    strikes: int = 0  # later calls in a row that ran out of line with the probe
+
+    def seconds_per_element(self) -> float:
+        return (self.tiled_s if self.path == "tiled" else self.one_pass_s) / self.elements
+
+
+# Probe results of this process, keyed by device type, dtype, threads, head width, slots, tile
+# size and the power-of-two bucket of B * heads * N (see ExternalAttention._path_key).
+_PATH_CHOICES: Dict[Tuple, _PathChoice] = {}
+
+
+def external_attention_path_choices() -> List[Dict[str, object]]:
+    """The inference paths "auto" external attention has chosen in this process, with the probe times.
+
+    Returns:
+        one dict per probed case: device, dtype, threads, head_dim, memory_size, tile_size,
+        elements (B * heads * N of the probed call), path, one_pass_ms, tiled_ms.
+    """
+    rows = []
+    for (device, dtype, threads, head_dim, memory_size, tile_size, _), choice in _PATH_CHOICES.items():
+        rows.append({
+            "device": device, "dtype": str(dtype), "threads": threads, "head_dim": head_dim,
+            "memory_size": memory_size, "tile_size": tile_size, "elements": choice.elements,
+            "path": choice.path, "one_pass_ms": choice.one_pass_s * 1e3, "tiled_ms": choice.tiled_s * 1e3,
+        })
+    return rows
+
+
+def reset_external_attention_path_choices() -> None:
+    """Forget every "auto" choice of this process, so that the next large no-grad call probes again."""
+    _PATH_CHOICES.clear()
+
+
+def _is_exporting() -> bool:
+    """True while torch.jit.trace, the ONNX exporter, torch.export or torch.compile trace the model."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 def _masked_logits(logits: Tensor, mask: Optional[Tensor], dim: int) -> Tensor:
@@ -72,11 +139,22 @@ class ExternalAttention(nn.Module):
     Because step 1 runs over N, a slot's weights depend on the number of points in the cloud.
 
     Without autograd (inference) and with more than ``tile_size`` points, the double
-    normalization runs over tiles of ``tile_size`` points with an online softmax over N (running
-    per-slot maximum and sum, as in memory-efficient attention), so the (N, S) map is produced
-    and consumed a tile at a time while it is in cache. The result equals the one-pass formula up
-    to float rounding; time stays linear in N for clouds far larger than the cache. Training
-    (autograd on) always uses the one-pass formula.
+    normalization can run over tiles of ``tile_size`` points with an online softmax over N
+    (running per-slot maximum and sum, as in memory-efficient attention), so the (N, S) map is
+    produced and consumed a tile at a time while it is in cache. The result equals the one-pass
+    formula up to float rounding. Which path is faster depends on the machine and on its load:
+    the tiled path wins on some CPUs when they are quiet, loses on others, and collapses when the
+    cores are oversubscribed (its many small ops each wait for descheduled OpenMP threads).
+    ``inference_path="auto"`` therefore times both paths on the first such call of each case
+    (device type, dtype, thread count, head width, slots, tile size, power-of-two bucket of
+    B * heads * N; once per process, a few calls' time), keeps the faster one (the tiled one only
+    if clearly faster, see ``EA_TILED_MARGIN``) and probes again when later calls show that the
+    load has changed (``EA_REPROBE_FACTOR``, ``EA_REPROBE_STRIKES``). Under load the probe itself
+    pays for one slow tiled call. "auto" takes the one-pass path off the CPU (the tiled path is a
+    CPU cache optimisation) and while the model is scripted, traced or exported, so exported
+    graphs never depend on a timing.
+    ``inference_path="tiled"`` / ``"one-pass"`` force a path. Training (autograd on) always uses
+    the one-pass formula.
 
     With ``num_heads > 1`` the input is projected (dim -> dim), split into heads of d = dim /
     num_heads channels which all share the same two memories, concatenated and projected back.
@@ -86,25 +164,42 @@ class ExternalAttention(nn.Module):
         memory_size: number of memory slots S.
         num_heads: number of heads; must divide ``dim``.
         norm: "double" or "softmax".
-        tile_size: points per tile of the inference path; 0 turns tiling off.
+        tile_size: points per tile of the tiled inference path; 0 or None: always one pass.
+        inference_path: "auto", "tiled" or "one-pass" (see above); set the attribute of the same
+            name to change it later.
 
     Shapes:
         x (B, N, dim), mask (B, N) bool -> (B, N, dim)
     """
 
     def __init__(
-        self, dim: int, memory_size: int = 64, num_heads: int = 1, norm: str = "double", tile_size: int = EA_TILE_SIZE
+        self,
+        dim: int,
+        memory_size: int = 64,
+        num_heads: int = 1,
+        norm: str = "double",
+        tile_size: Optional[int] = EA_TILE_SIZE,
+        inference_path: str = "auto",
     ):
         super().__init__()
         if norm not in ("double", "softmax"):
             raise ValueError(f"unknown external attention norm {norm!r}; valid: 'double', 'softmax'")
         if num_heads < 1 or dim % num_heads != 0:
             raise ValueError(f"num_heads={num_heads} must be >= 1 and divide dim={dim}")
+        if inference_path not in EA_INFERENCE_PATHS:
+            raise ValueError(
+                f"unknown external attention inference_path {inference_path!r}; valid: {', '.join(EA_INFERENCE_PATHS)}"
+            )
+        tile_size = tile_size or 0
+        if tile_size < 0 or (inference_path == "tiled" and tile_size == 0):
+            raise ValueError(f"tile_size={tile_size} must be >= 0, and > 0 for inference_path='tiled'")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.double_norm = norm == "double"
         self.eps = DOUBLE_NORM_EPS
         self.tile_size = tile_size
+        self.inference_path = inference_path
+        self.last_inference_path = ""  # the path of the latest "auto" call (eager mode only)
         self.mk = nn.Linear(self.head_dim, memory_size, bias=False)  # memory M_k: d -> S
         self.mv = nn.Linear(memory_size, self.head_dim, bias=False)  # memory M_v: S -> d
         with torch.no_grad():
@@ -120,9 +215,21 @@ class ExternalAttention(nn.Module):
         B, N, dim = x.shape
         x = self.proj_in(x)
         x = x.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, d)
-        if self.double_norm and 0 < self.tile_size < N and not torch.is_grad_enabled():
-            out = self._tiled_double_norm(x, mask)
-            return self.proj_out(out.transpose(1, 2).reshape(B, N, dim))
+        if self.double_norm and not torch.is_grad_enabled():
+            if self.inference_path == "auto" and not torch.jit.is_scripting():
+                out = self._auto_double_norm(x, mask)
+            elif self.inference_path == "tiled" and 0 < self.tile_size < N:
+                out = self._tiled_double_norm(x, mask)
+            else:
+                out = self._one_pass(x, mask)
+        else:
+            out = self._one_pass(x, mask)
+        out = out.transpose(1, 2).reshape(B, N, dim)  # (B, N, H*d)
+        return self.proj_out(out)
+
+    def _one_pass(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """The paper's formula over the whole (N, S) map at once; x (B, H, N, d) -> (B, H, N, d)."""
+        B, H, N, _ = x.shape
         attn = self.mk(x)  # (B, H, N, S)
         if self.double_norm:
             attn = _masked_logits(attn, mask, dim=2).softmax(dim=2)  # over the points N
@@ -132,9 +239,59 @@ class ExternalAttention(nn.Module):
             attn = attn / (attn.sum(dim=3, keepdim=True) + self.eps)  # over the slots S
         else:
             attn = attn.softmax(dim=3)  # over the slots S
-        out = self.mv(attn)  # (B, H, N, d)
-        out = out.transpose(1, 2).reshape(B, N, dim)  # (B, N, H*d)
-        return self.proj_out(out)
+        return self.mv(attn)  # (B, H, N, d)
+
+    def _path_key(self, x: Tensor) -> Tuple:
+        """What the speed of the two paths depends on; x (B, H, N, d)."""
+        B, H, N, _ = x.shape
+        return (x.device.type, x.dtype, torch.get_num_threads(), self.head_dim, self.mk.out_features,
+                self.tile_size, (B * H * N).bit_length())
+
+    @torch.jit.unused
+    def _auto_double_norm(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """The double normalization by the path "auto" picks (see the class docstring); x (B, H, N, d)."""
+        B, H, N, _ = x.shape
+        if _is_exporting() or x.device.type != "cpu" or not 0 < self.tile_size < N:
+            self.last_inference_path = "one-pass"
+            return self._one_pass(x, mask)
+        key = self._path_key(x)
+        choice = _PATH_CHOICES.get(key)
+        if choice is None:
+            out, _PATH_CHOICES[key] = self._probe(x, mask)
+            self.last_inference_path = _PATH_CHOICES[key].path
+            return out
+        start = _clock()
+        out = self._tiled_double_norm(x, mask) if choice.path == "tiled" else self._one_pass(x, mask)
+        per_element = (_clock() - start) / (B * H * N)
+        expected = choice.seconds_per_element()
+        # Only these two changes can make the other path the faster one: the tiled path slowing
+        # down (cores now oversubscribed) or the one-pass path speeding up (load gone).
+        if (choice.path == "tiled" and per_element > EA_REPROBE_FACTOR * expected) or (
+            choice.path == "one-pass" and per_element * EA_REPROBE_FACTOR < expected
+        ):
+            choice.strikes += 1
+            if choice.strikes >= EA_REPROBE_STRIKES:
+                _PATH_CHOICES.pop(key, None)
+        else:
+            choice.strikes = 0
+        self.last_inference_path = choice.path
+        return out
+
+    @torch.jit.unused
+    def _probe(self, x: Tensor, mask: Optional[Tensor]) -> Tuple[Tensor, _PathChoice]:
+        """Time both paths on this call; returns the faster path's output and the choice."""
+        B, H, N, _ = x.shape
+        seconds = {"one-pass": math.inf, "tiled": math.inf}
+        outputs: Dict[str, Tensor] = {}
+        for _ in range(2):
+            for path in ("one-pass", "tiled"):
+                start = _clock()
+                outputs[path] = self._tiled_double_norm(x, mask) if path == "tiled" else self._one_pass(x, mask)
+                seconds[path] = min(seconds[path], _clock() - start)
+            if max(seconds.values()) > EA_PROBE_DECISIVE * min(seconds.values()):
+                break
+        path = "tiled" if seconds["tiled"] < EA_TILED_MARGIN * seconds["one-pass"] else "one-pass"
+        return outputs[path], _PathChoice(path, seconds["one-pass"], seconds["tiled"], B * H * N)
 
     def _tiled_double_norm(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
         """The double-normalized attention, ``tile_size`` points at a time; x (B, H, N, d).
