@@ -389,5 +389,6 @@ def test_classes_that_do_not_fit_are_refused_before_reading_any_shape(tmp_path):
     with pytest.raises(ValueError, match=r"predicts 40 classes but modelnet10 has 10 .*no class 'bed', 'toilet'$"):
         evaluate(path, dataset="modelnet10", data_root=absent, device="cpu")
     unnamed = save_modelnet40_checkpoint(tmp_path / "unnamed.pt", model, None)
-    with pytest.raises(ValueError, match=r"predicts 40 classes but modelnet10 has 10, .*unnamed\.pt records no class names"):
+    refused = r"predicts 40 classes but modelnet10 has 10, .*unnamed\.pt records no class names"
+    with pytest.raises(ValueError, match=refused):
         evaluate(unnamed, dataset="modelnet10", data_root=absent, device="cpu")

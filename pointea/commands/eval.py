@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
-from pointea.commands import positive_int
+from pointea.commands import (
+    add_checkpoint_argument,
+    add_data_root_argument,
+    add_device_argument,
+    positive_int,
+)
 
 EPILOG = """\
 examples:
@@ -52,19 +57,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint file (.pt)")
+    add_checkpoint_argument(parser)
     parser.add_argument("--split", default="test", choices=("train", "val", "trainval", "test"),
                         help="split to evaluate (default test)")
-    parser.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed for the synthetic dataset)")
+    add_data_root_argument(parser)
     parser.add_argument("--dataset", choices=("modelnet40", "modelnet10", "shapenetpart", "synthetic"),
                         help="dataset to evaluate on (default: the checkpoint's)")
     parser.add_argument("--out", metavar="JSON", help="metrics file to write (tables and plots go beside it)")
     parser.add_argument("--votes", type=int, default=0, metavar="N",
                         help="test-time voting passes (random anisotropic scaling; default 0 = off)")
     parser.add_argument("--num-points", type=positive_int, metavar="N", help="points per cloud (default: the checkpoint's)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="clouds per batch (default 32)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the voting augmentation (default 0)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
+                        help="clouds per batch (default 32)")
+    add_device_argument(parser)
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="seed of the voting augmentation (default 0)")
     return parser
 
 

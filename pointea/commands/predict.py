@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-from pointea.commands import positive_int
+from pointea.commands import add_checkpoint_argument, add_device_argument, positive_int
 
 DEFAULT_BATCH_SIZE = 32  # as pointea.engine.predict.DEFAULT_BATCH_SIZE (not imported: keeps --help fast)
 
@@ -43,8 +43,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="point cloud files or folders")
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint file (.pt)")
-    parser.add_argument("--topk", type=positive_int, default=5, metavar="N", help="classes to report per file (default 5)")
+    add_checkpoint_argument(parser)
+    parser.add_argument("--topk", type=positive_int, default=5, metavar="N",
+                        help="classes to report per file (default 5)")
     parser.add_argument("--out", metavar="JSON", help="write the results as JSON keyed by file")
     parser.add_argument("--category", metavar="NAME", help="object category (part segmentation, e.g. Chair)")
     parser.add_argument("--out-dir", metavar="DIR", help="folder for the coloured PLY files of a segmentation")
@@ -52,7 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="points fed to the model (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                         help=f"clouds per forward pass (default {DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    add_device_argument(parser)
     return parser
 
 

@@ -32,10 +32,12 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 LoadedModel = Tuple[nn.Module, Dict[str, Any]]
+ReadResult = Tuple[Path, Optional[np.ndarray], Optional[str], List[str]]  # path, points or error, warnings
 
 NEIGHBOR_CHUNK = 8192  # original points per nearest-neighbour distance block
 DEFAULT_BATCH_SIZE = 32  # clouds per forward pass of predict_files
 READ_WORKERS = 4  # file reading threads (parsing and disk waits overlap the model's work)
+READ_AHEAD = 16  # files read ahead of the model at most (bounds the memory held by clouds)
 # A cloud is degenerate when it has fewer than MIN_DISTINCT_POINTS distinct positions, positions
 # that differ by at most DEGENERATE_TOLERANCE (file units) in every coordinate counting as one:
 # a single point, or all points identical, has no shape to classify.
@@ -359,11 +361,11 @@ class _FileWarnings(logging.Handler):
             self._local.messages = None
 
 
-def _read_ahead(files: Sequence[Path], capture: _FileWarnings) -> Iterator[Tuple[Path, Any, Optional[str], List[str]]]:
+def _read_ahead(files: Sequence[Path], capture: _FileWarnings) -> Iterator[ReadResult]:
     """``(path, points or None, error or None, warnings)`` per file, in order, read by a thread
     pool a bounded number of files ahead."""
 
-    def read(path: Path) -> Tuple[Path, Any, Optional[str], List[str]]:
+    def read(path: Path) -> ReadResult:
         from pointea.data.io import read_point_cloud
 
         with capture.collect() as messages:
@@ -375,8 +377,8 @@ def _read_ahead(files: Sequence[Path], capture: _FileWarnings) -> Iterator[Tuple
                 return path, None, _error_message(path, error), messages
 
     with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="pointea-read") as pool:
-        queue = deque(pool.submit(read, path) for path in files[: 4 * READ_WORKERS])
-        upcoming = iter(files[4 * READ_WORKERS:])
+        queue = deque(pool.submit(read, path) for path in files[:READ_AHEAD])
+        upcoming = iter(files[READ_AHEAD:])
         while queue:
             done = queue.popleft().result()
             for path in itertools.islice(upcoming, 1):
