@@ -42,8 +42,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except OSError as error:  # an output path that is a folder, a full disk, no permission, ...
-        print(f"pointea {args.command}: error: {error}", file=sys.stderr)
+        print(f"pointea {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return 1
+
+
+def describe_os_error(error: OSError) -> str:
+    """``error`` as one line without Python's ``[Errno N]`` prefix, e.g. ``out: Permission denied``."""
+    if type(error).__str__ is not OSError.__str__ or not error.strerror:
+        return str(error)  # a message of its own (pointea's WriteError, or OSError("text"))
+    names = [str(name) for name in (error.filename, error.filename2) if name is not None]
+    return f"{' -> '.join(names)}: {error.strerror}" if names else error.strerror
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -328,3 +329,181 @@ def test_cosine_schedule_with_warmup():
     assert factors[2] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
     assert factors[10] == pytest.approx(0.1)
+
+
+# A training process that holds its run in the first epoch until the file argv[3] appears.
+PAUSED_RUN = """
+import sys, time
+from pathlib import Path
+from pointea.config import load_config
+from pointea.engine import train as train_module
+
+run_dir, started, go, mode, overrides = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5:]
+real_epoch = train_module._train_one_epoch
+
+def paused_epoch(*args, **kwargs):
+    started.touch()
+    deadline = time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return real_epoch(*args, **kwargs)
+
+train_module._train_one_epoch = paused_epoch
+if mode == "resume":
+    train_module.resume_training(run_dir, overrides)
+else:
+    train_module.train(load_config(None, overrides), run_dir)
+"""
+
+
+def start_paused_run(run_dir: Path, tmp_path: Path, mode: str, overrides: list):
+    """A second training process, inside its first epoch when this returns; and its go file."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    argv = [sys.executable, "-c", PAUSED_RUN, str(run_dir), str(started), str(go), mode, *overrides]
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the first run did not start: {process.communicate()[1]}")
+        time.sleep(0.05)
+    return process, go
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    # the first run, inside its first epoch: its files are written, its lock held
+    train(tiny_config("train.epochs=1"), run)
+    (run / "checkpoints" / "last.pt").unlink()
+    in_flight = run / ".metrics.json.abcdefgh.tmp"
+    in_flight.write_text("{")
+    ready = tmp_path / "ready"
+    hold = ("import sys, time, pathlib; from pointea.engine.runlock import run_folder_lock\n"
+            "with run_folder_lock(pathlib.Path(sys.argv[1])):\n"
+            "    pathlib.Path(sys.argv[2]).touch(); time.sleep(60)")
+    first = subprocess.Popen([sys.executable, "-c", hold, str(run), str(ready)], cwd=REPO)
+    try:
+        while not ready.exists():
+            assert first.poll() is None
+            time.sleep(0.02)
+        before = snapshot(run)
+        with pytest.raises(ValueError, match=f"^{re.escape(str(run))} is in use by another training run "
+                                             f"\\(pid {first.pid}\\)"):
+            train(tiny_config("train.seed=7"), run)
+        assert snapshot(run) == before  # neither its config nor its log, and the temporary file kept
+    finally:
+        first.kill()
+        first.wait()
+    # SIGKILLed, the first run released the folder: a new run starts over in it (no last.pt),
+    # and removes the temporary file the killed one left
+    train(tiny_config("train.epochs=1", "train.seed=7"), run)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["train"]["seed"] == 7
+    assert not in_flight.exists()
+
+
+def test_concurrent_resume_is_refused_and_the_log_keeps_every_line(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(epochs=1), run)
+    first, go = start_paused_run(run, tmp_path, "resume", ["train.epochs=2"])
+    try:
+        left = [run / "checkpoints" / ".last.pt.k2_9ab0x.tmp", run / "checkpoints" / ".best.pt.abcdefgh.tmp"]
+        for path in left:
+            path.write_bytes(b"PK")
+        before = snapshot(run)
+        with pytest.raises(ValueError, match=f"in use by another training run \\(pid {first.pid}\\)"):
+            resume_training(run, ["train.epochs=2"])
+        with pytest.raises(ValueError, match="in use"):  # not "already holds a run; resume it"
+            train(tiny_config(epochs=2), run)
+        assert snapshot(run) == before
+        go.touch()
+        assert first.wait(timeout=120) == 0, first.communicate()[1]
+    finally:
+        first.kill()
+        first.communicate()
+    # the lock went with the first resume's normal end; this one also clears the temporary files
+    assert resume_training(run, ["train.epochs=3"])["epochs"] == 3
+    assert not any(path.exists() for path in left) and not (run / ".lock").exists()
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["epoch"]) for r in records if r["split"] in ("train", "resume")] == [
+        ("train", 1), ("resume", 1), ("train", 2), ("resume", 2), ("train", 3)]
+
+
+# `pointea train` on a disk that fills up right after the first checkpoint: from then on no file
+# may grow past 4 KiB (RLIMIT_FSIZE, SIGXFSZ ignored, so writes fail with EFBIG); the next
+# checkpoint fails while the small log files still fit.
+FULL_AFTER_FIRST_SAVE = """
+import resource, signal, sys
+from pointea.cli import main
+from pointea.engine import train as train_module
+
+real_save = train_module._save_last
+
+def save_then_fill_the_disk(*args, **kwargs):
+    real_save(*args, **kwargs)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+
+train_module._save_last = save_then_fill_the_disk
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX only")
+def test_full_disk_while_saving_a_checkpoint_is_a_one_line_error(tmp_path):
+    run = tmp_path / "run"
+    argv = [sys.executable, "-c", FULL_AFTER_FIRST_SAVE, "train", "--config", "synthetic-cls",
+            "--run-dir", str(run), *_tiny_overrides("train.epochs=2")]
+    process = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 1, process.stderr
+    assert "Traceback" not in process.stderr and "enforce fail" not in process.stderr
+    errors = [line for line in process.stderr.splitlines() if line.startswith("pointea train: error:")]
+    assert len(errors) == 1 and re.fullmatch(
+        f"pointea train: error: cannot write {re.escape(str(run / 'checkpoints'))}/(best|last).pt: "
+        "file too large", errors[0]), process.stderr
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1  # the previous one survives
+    assert list(run.rglob("*.tmp")) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_run_log_on_a_full_disk_names_the_file(tmp_path):
+    from pointea.atomic import WriteError
+    from pointea.engine.runlog import RunLog
+
+    (tmp_path / "log.jsonl").symlink_to("/dev/full")  # every write: ENOSPC
+    log = RunLog(tmp_path, tensorboard=False, resume_at=(0, 0))
+    message = f"^cannot write {re.escape(str(tmp_path / 'log.jsonl'))}: no space left on device$"
+    with pytest.raises(WriteError, match=message):
+        log.write("train", 1, 1, loss=1.0)
+    with pytest.raises(WriteError, match=message):
+        log.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX only")
+def test_tensorboard_on_a_full_disk_is_one_line_naming_the_folder(tmp_path):
+    script = """
+import os, resource, signal, sys
+from pathlib import Path
+from pointea.atomic import WriteError
+from pointea.engine.runlog import RunLog
+
+run = Path(sys.argv[1])
+log = RunLog(run)
+log.write("train", 1, 1, loss=1.0)
+events = next((run / "tb").iterdir())
+# the events file may not grow any more; the JSON log still may
+limit = max(events.stat().st_size, (run / "log.jsonl").stat().st_size + 4096)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+try:
+    log.write("train", 2, 2, **{f"metric{i}": float(i) for i in range(200)})
+except WriteError as error:
+    print(error)
+"""
+    process = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    assert process.stdout == f"cannot write {tmp_path / 'tb'}: file too large\n", process.stderr
+    assert process.stderr == ""  # no traceback from TensorBoard's writer thread

@@ -21,7 +21,7 @@ from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from pointea.atomic import atomic_path
+from pointea.atomic import WriteError, atomic_path
 
 PathLike = Union[str, os.PathLike]
 Arrays = Dict[str, np.ndarray]
@@ -129,8 +129,9 @@ def save_arrays(path: PathLike, arrays: Mapping[str, np.ndarray]) -> bool:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:  # a handle, since np.savez appends .npz to names
                 np.savez(handle, **arrays)
-    except OSError as error:
-        logger.warning("Could not write cache file %s (%s); continuing without a cache", path, error)
+    except OSError as error:  # e.g. a full disk: the run can go on, only slower next time
+        reason = error.strerror if isinstance(error, WriteError) else error  # the path is named already
+        logger.warning("Could not write cache file %s (%s); continuing without a cache", path, reason)
         return False
     prefix = path.name.rsplit("-", 1)[0] + "-"
     for stale in path.parent.glob(prefix + "*.npz"):

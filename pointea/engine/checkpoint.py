@@ -55,7 +55,10 @@ def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> Path:
     path = Path(path)
     payload = {**state, "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        # through a Python handle, so a failed write keeps its errno (torch's own file writer
+        # reports only "unexpected pos") and atomic_path can say "no space left on device"
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
     return path
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
-from pointea.atomic import atomic_write_text
+from pointea.atomic import atomic_write_text, write_error
 
 
 class RunLog:
@@ -22,6 +23,9 @@ class RunLog:
     folder leaves nothing behind. A resumed run passes the ``(epoch, step)`` of its checkpoint:
     records of later epochs (written after that checkpoint, before the interruption) are dropped
     from the JSON log and hidden in TensorBoard (``purge_step``), so no epoch appears twice.
+
+    A record that cannot be written (a full disk) raises :class:`pointea.atomic.WriteError`
+    naming the log file or the TensorBoard folder.
     """
 
     def __init__(self, run_dir: Path, tensorboard: bool = True,
@@ -40,32 +44,61 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             purge_step = 0 if resume_at is None else resume_at[1] + 1
-            self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=purge_step)
+            self._tb_dir = Path(run_dir) / "tb"
+            with self._reporting_failures(self._tb_dir):
+                self._writer = SummaryWriter(log_dir=str(self._tb_dir), purge_step=purge_step)
+            _quiet_writer_thread(self._writer)
 
     def write(self, split: str, epoch: int, step: int, **fields: Any) -> Dict[str, Any]:
         """Record ``fields`` (numbers, strings, small lists) and return the record."""
         record = {"split": split, "epoch": epoch, "step": step, "time": round(time.time(), 3)}
         record.update(fields)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        with self._reporting_failures(self.path):
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         if self._writer is not None:
-            for key, value in fields.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    if math.isfinite(value):
-                        self._writer.add_scalar(f"{split}/{key}", value, step)
-            self._writer.flush()
+            with self._reporting_failures(self._tb_dir):
+                for key, value in fields.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        if math.isfinite(value):
+                            self._writer.add_scalar(f"{split}/{key}", value, step)
+                self._writer.flush()
         return record
 
     def close(self) -> None:
-        self._file.close()
+        with self._reporting_failures(self.path):
+            self._file.close()
         if self._writer is not None:
-            self._writer.close()
+            with self._reporting_failures(self._tb_dir):
+                self._writer.close()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _reporting_failures(path: Path) -> Iterator[None]:
+        """Raise a failed write as a WriteError naming ``path`` instead of a bare errno."""
+        try:
+            yield
+        except OSError as error:
+            raise (write_error(path, error) or error) from error
 
     def __enter__(self) -> "RunLog":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _quiet_writer_thread(writer: Any) -> None:
+    """Keep TensorBoard's writer thread from printing a traceback when a write fails (a full disk).
+
+    The thread keeps the error and TensorBoard raises it again in the training thread at the
+    next write, where :class:`RunLog` reports it as one line naming the folder; the traceback
+    would only bury that line. Private attributes, so any other TensorBoard is left as it is.
+    """
+    worker = getattr(getattr(getattr(writer, "file_writer", None), "event_writer", None), "_async_writer", None)
+    thread = getattr(worker, "_worker", None)
+    if hasattr(thread, "_invoke_excepthook"):
+        thread._invoke_excepthook = lambda thread: None
 
 
 def _epoch_of(line: str) -> float:

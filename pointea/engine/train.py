@@ -566,7 +566,8 @@ def train(config: Config, run_dir: PathLike, resume: bool = False) -> Dict[str, 
     Args:
         config: resolved configuration (see :mod:`pointea.config`).
         run_dir: run folder; created if needed. Without ``resume`` it must not already hold a
-            run (``checkpoints/last.pt``).
+            run (``checkpoints/last.pt``). The run holds the folder's lock (``.lock``) while it
+            lasts, so a second run or resume into the same folder is refused.
         resume: continue the run in ``run_dir`` from ``checkpoints/last.pt``.
 
     Returns:
@@ -576,8 +577,11 @@ def train(config: Config, run_dir: PathLike, resume: bool = False) -> Dict[str, 
         metrics and only rank 0 writes files.
 
     Raises:
-        ValueError: invalid settings, or a fresh run into a folder that already holds one.
+        ValueError: invalid settings, a fresh run into a folder that already holds one, or a
+            folder in use by another training process.
         FileNotFoundError: ``resume`` without ``checkpoints/last.pt``.
+        WriteError: a file of the run could not be written (e.g. the disk is full); the
+            message names the file and the cause, and the previous checkpoints are intact.
     """
     if not str(run_dir).strip():
         raise ValueError("run_dir must name a folder (got an empty path)")
@@ -585,13 +589,8 @@ def train(config: Config, run_dir: PathLike, resume: bool = False) -> Dict[str, 
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"run folder {run_dir} exists and is not a folder")
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
-    if resume and not last_path.is_file():
+    if resume and not last_path.is_file():  # checked again under the folder's lock
         raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
-    if not resume and last_path.is_file():
-        raise ValueError(
-            f"{run_dir} already holds a run ({last_path}); resume it with --resume {run_dir} "
-            "or choose a new --run-dir"
-        )
     tc = config.train
     task = preset_task(config.model.preset, config.model.overrides)
     select = tc.select_metric or DEFAULT_SELECT_METRIC[task]
@@ -611,12 +610,55 @@ def train(config: Config, run_dir: PathLike, resume: bool = False) -> Dict[str, 
                 f"train.batch_size={tc.batch_size} (the global batch) must be divisible by the "
                 f"number of processes ({context.world_size})"
             )
-        with _determinism(tc.deterministic):
+        with _determinism(tc.deterministic), _claim_run_folder(run_dir, resume, context, last_path):
             return _run(config, run_dir, resume, task, select, context, last_path, best_path)
     finally:
         torch.set_num_threads(previous_threads)
         if joined:
             dist_utils.shutdown_distributed()
+
+
+def _check_run_folder(run_dir: Path, resume: bool, last_path: Path) -> None:
+    if resume and not last_path.is_file():
+        raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
+    if not resume and last_path.is_file():
+        raise ValueError(
+            f"{run_dir} already holds a run ({last_path}); resume it with --resume {run_dir} "
+            "or choose a new --run-dir"
+        )
+
+
+@contextlib.contextmanager
+def _claim_run_folder(run_dir: Path, resume: bool, context: DistributedContext,
+                      last_path: Path) -> Iterator[None]:
+    """Lock ``run_dir`` for this run (rank 0 locks for the job) and remove what killed writes left.
+
+    The folder is checked under the lock, so a run in progress is reported as such (not as a
+    finished run to resume), and stale temporary files are removed only then, when no live
+    writer can own them.
+    """
+    from pointea.atomic import remove_stale_temporaries
+    from pointea.engine.runlock import run_folder_lock
+
+    with contextlib.ExitStack() as stack:
+        refused: Optional[Exception] = None
+        if context.is_main:
+            try:
+                stack.enter_context(run_folder_lock(run_dir))
+            except Exception as error:  # every rank must hear of it, or the others wait forever
+                refused = error
+        flag = torch.tensor([float(refused is not None)], device=context.device)
+        dist_utils.all_reduce_sum_([flag], context)
+        if refused is not None:
+            raise refused
+        if flag.item():
+            raise ValueError(f"rank 0 could not lock the run folder {run_dir}")
+        _check_run_folder(run_dir, resume, last_path)
+        if context.is_main:
+            for folder in (run_dir, last_path.parent):
+                for stale in remove_stale_temporaries(folder):
+                    logger.info("removed %s, left by an interrupted write", stale)
+        yield
 
 
 def resume_training(run_dir: PathLike, overrides=()) -> Dict[str, Any]:
