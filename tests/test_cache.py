@@ -1,5 +1,6 @@
 """Tests for pointea.data.cache: cache folder resolution, keys, atomic array files."""
 
+import errno
 import os
 from pathlib import Path
 
@@ -146,6 +147,22 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     path = tmp_path / "c" / "label-00000000-1.npz"
     assert save_arrays(path, {"x": np.zeros(2)}) is False
     assert _files_under(tmp_path / "c") == []
+
+
+def test_full_disk_while_caching_is_one_warning_and_keeps_the_old_cache(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "c" / "label-00000000-1.npz"
+    assert save_arrays(path, {"x": np.arange(3)})
+
+    def savez_on_full_disk(handle, **arrays):
+        handle.write(b"PK partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what a write on a full disk raises
+
+    monkeypatch.setattr(cache.np, "savez", savez_on_full_disk)
+    assert save_arrays(path, {"x": np.zeros(2)}) is False
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Could not write cache file {path} (no space left on device); continuing without a cache"]
+    assert _files_under(tmp_path / "c") == [path.name]
+    np.testing.assert_array_equal(load_arrays(path)["x"], np.arange(3))
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path):
