@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import Collection, Iterator, List, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -24,7 +24,7 @@ STORAGE_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 # Python handle (the OSError then rides along as __context__)
 _TORCH_WRITE_FAILED = re.compile(r"file write failed|unexpected pos|failed writing")
 # temporary files made by atomic_path: ".<name>." + mkstemp's 8 random characters + ".tmp"
-_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+_TEMPORARY = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$")
 
 
 class WriteError(OSError):
@@ -128,11 +128,15 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def remove_stale_temporaries(folder: PathLike) -> List[Path]:
+def remove_stale_temporaries(folder: PathLike, names: Optional[Collection[str]] = None) -> List[Path]:
     """Delete the temporary files that :func:`atomic_path` left in ``folder`` when killed mid-write.
 
-    Only call this while no process can be writing into ``folder`` (e.g. holding its run lock):
-    a live writer's temporary file matches the same pattern.
+    Only call this while no process can be writing these files (e.g. holding a run's lock): a
+    live writer's temporary file looks the same.
+
+    Args:
+        folder: where to look (a missing folder holds nothing).
+        names: only the temporaries of these file names (e.g. ``{"last.pt"}``); default all.
 
     Returns:
         The files removed.
@@ -140,7 +144,8 @@ def remove_stale_temporaries(folder: PathLike) -> List[Path]:
     removed = []
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(folder):
-            if _TEMPORARY.match(entry.name) and entry.is_file(follow_symlinks=False):
+            match = _TEMPORARY.match(entry.name)
+            if match and (names is None or match.group(1) in names) and entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))

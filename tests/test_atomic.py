@@ -100,7 +100,11 @@ def test_remove_stale_temporaries_takes_only_atomic_path_leftovers(tmp_path):
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".dir.abcdefgh.tmp", *(p.name for p in kept)])
     assert remove_stale_temporaries(tmp_path / "missing") == []
+    for path in stale:
+        path.write_text("x")
+    assert remove_stale_temporaries(tmp_path, names={"last.pt"}) == [stale[0]]
+    assert stale[1].exists()
     # the pattern is the one atomic_path really uses
     with atomic_path(tmp_path / "x.bin") as tmp:
-        assert remove_stale_temporaries(tmp_path) == [tmp]
+        assert remove_stale_temporaries(tmp_path, names={"x.bin"}) == [tmp]
         tmp.write_bytes(b"")  # put it back so this write can finish

@@ -411,7 +411,8 @@ def test_concurrent_resume_is_refused_and_the_log_keeps_every_line(tmp_path):
     first, go = start_paused_run(run, tmp_path, "resume", ["train.epochs=2"])
     try:
         left = [run / "checkpoints" / ".last.pt.k2_9ab0x.tmp", run / "checkpoints" / ".best.pt.abcdefgh.tmp"]
-        for path in left:
+        others = run / ".eval.json.abcdefgh.tmp"  # not the run's: another command may be writing it
+        for path in [*left, others]:
             path.write_bytes(b"PK")
         before = snapshot(run)
         with pytest.raises(ValueError, match=f"in use by another training run \\(pid {first.pid}\\)"):
@@ -427,6 +428,7 @@ def test_concurrent_resume_is_refused_and_the_log_keeps_every_line(tmp_path):
     # the lock went with the first resume's normal end; this one also clears the temporary files
     assert resume_training(run, ["train.epochs=3"])["epochs"] == 3
     assert not any(path.exists() for path in left) and not (run / ".lock").exists()
+    assert others.exists()
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [(r["split"], r["epoch"]) for r in records if r["split"] in ("train", "resume")] == [
         ("train", 1), ("resume", 1), ("train", 2), ("resume", 2), ("train", 3)]

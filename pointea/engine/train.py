@@ -65,6 +65,10 @@ SELECT_METRICS = {
 # (data.root and data.cache_dir may change, e.g. after moving the data)
 RESUME_FIXED = ("model.", "data.", "train.optimizer", "train.batch_size")
 RESUME_MOVABLE = ("data.root", "data.cache_dir")
+# what a run writes atomically, by subfolder: a kill mid-write leaves a temporary file of these,
+# removed when the folder is next trained in (others' files there, e.g. an eval's, are left alone)
+RUN_FILES = {".": ("config.yaml", "log.jsonl", "metrics.json", "curves.png"),
+             "checkpoints": ("last.pt", "best.pt")}
 
 
 # --------------------------------------------------------------------------- seeds
@@ -655,8 +659,8 @@ def _claim_run_folder(run_dir: Path, resume: bool, context: DistributedContext,
             raise ValueError(f"rank 0 could not lock the run folder {run_dir}")
         _check_run_folder(run_dir, resume, last_path)
         if context.is_main:
-            for folder in (run_dir, last_path.parent):
-                for stale in remove_stale_temporaries(folder):
+            for folder, names in RUN_FILES.items():
+                for stale in remove_stale_temporaries(run_dir / folder, names):
                     logger.info("removed %s, left by an interrupted write", stale)
         yield
 
