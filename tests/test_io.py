@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import subprocess
 import sys
+import tracemalloc
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
 
 from pointea.data.io import (
+    MAX_POINTS,
     SUPPORTED_SUFFIXES,
     read_labeled_point_cloud,
     read_mesh,
@@ -261,10 +266,6 @@ def test_text_variants(tmp_path):
     long_preamble = tmp_path / "c.txt"
     long_preamble.write_text("# comment\n" * 80 + "\n1 2 3\n")
     np.testing.assert_array_equal(read_point_cloud(long_preamble), [[1, 2, 3]])
-    intensity = tmp_path / "i.pts"
-    intensity.write_text("0 0 0 0.25\n1 1 1 0.5\n")
-    points, labels = read_labeled_point_cloud(intensity)
-    assert points.shape == (2, 3) and labels is None
 
 
 def test_npz_points_normals_and_single_array(tmp_path):
@@ -382,7 +383,15 @@ def test_missing_file_and_unknown_suffix(tmp_path):
 
 @pytest.mark.parametrize("content,message", [
     ("1 2 3 4 5\n6 7 8 9 10\n", r"5 columns; expected 3 \(x y z\)"),
-    ("1 2 3\n4 5\n", r"malformed rows"),
+    # Ragged and non-numeric rows: the file's own line number, not numpy's `usecols` advice.
+    ("1 2 3\n4 5 6\n7 8\n", r"malformed rows: line 3 has 2 columns, expected 3 as on line 1$"),
+    ("# scan\nx y z\n\n1 2 3\n4 5 6 7\n", r"malformed rows: line 5 has 4 columns, expected 3 as on line 4$"),
+    ("1,2,3\n4,abc,6\n", r"malformed rows: line 2: 'abc' is not a number$"),
+    # A 4th or 7th column is a label: it must hold integers, like any layout outside 3/4/6/7 fails.
+    ("0 0 0 2\n1 1 1 0.25\n", r"column 4 is a label and must hold integers, data row 2 has 0.25; "
+                                r"expected 3 \(x y z\); 4 \(x y z label\); 6 .*; 7 \(x y z nx ny nz label\)$"),
+    ("0 0 0 0 0 1 1.5\n", r"column 7 is a label and must hold integers, data row 1 has 1.5"),
+    ("0 0 0 nan\n", r"column 4 is a label and must hold integers, data row 1 has nan"),
     ("1 2 3\nnan 5 6\n7 8 9\n", r"1 of 3 rows contain NaN"),
     ("# nothing\n", r"empty cloud"),
     ("", r"empty cloud"),
@@ -393,7 +402,8 @@ def test_bad_text_files(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(ValueError, match=message) as info:
         read_point_cloud(path)
-    assert "bad.xyz" in str(info.value)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert "usecols" not in str(info.value)
 
 
 @pytest.mark.parametrize("name, content", [
@@ -491,3 +501,209 @@ def test_validate_labels_accepts_columns_and_whole_floats_and_names_the_source()
         validate_labels(np.array([0.5, 1.0]), 2, "a.txt")
     with pytest.raises(ValueError, match=r"a\.txt: labels must be integers, got dtype <U1"):
         validate_labels(np.array(["a", "b"]), 2, "a.txt")
+
+
+# --------------------------------------------------------------------------- hostile files
+
+def _refused_cheaply(path, match, reader=read_point_cloud, **kwargs) -> None:
+    """``path`` is refused by a one-line ValueError naming it, before allocating what it claims."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=match) as info:
+            reader(path, **kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    assert "allow_pickle" not in message and "usecols" not in message
+    assert peak < 2 << 20, f"{peak} bytes allocated before refusing {path.name}"
+
+
+def _npy_bytes(shape, descr: str = "<f4", data: bytes = b"") -> bytes:
+    """A .npy header declaring ``shape``, followed by ``data`` whatever its length."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + data
+
+
+def test_npy_declaring_more_than_the_file_holds_is_refused_before_allocating(tmp_path):
+    huge = tmp_path / "huge.npy"
+    huge.write_bytes(_npy_bytes((10**11, 3), data=bytes(64)))
+    assert huge.stat().st_size == 192
+    _refused_cheaply(huge, r"huge\.npy: \.npy header declares 100000000000 points, more than the limit "
+                           r"of 100000000 \(pass max_points= to read bigger clouds\)$")
+    short = tmp_path / "short.npy"
+    short.write_bytes(_npy_bytes((1_000_000, 3), data=bytes(64)))
+    _refused_cheaply(short, r"short\.npy: \.npy header declares shape \(1000000, 3\) of float32 "
+                            r"\(12000000 bytes\), but 64 bytes follow the header$")
+    header = tmp_path / "header.npy"  # a version 2.0 header claiming 4 GB of header text
+    header.write_bytes(b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**32 - 1) + b"{'descr'")
+    _refused_cheaply(header, r"header\.npy: truncated or oversized \.npy header \(4294967295 bytes declared\)$")
+
+
+@pytest.mark.parametrize("content", [
+    b"this is no numpy file, and no pickle either",
+    b"\x80\x04\x95",  # the start of a pickle
+])
+def test_garbage_npy_is_not_an_array_of_numbers(tmp_path, content):
+    path = tmp_path / "x.npy"
+    path.write_bytes(content)
+    _refused_cheaply(path, r"x\.npy: not a NumPy array file of numbers \(object/pickled arrays are not read\)$")
+
+
+def test_object_arrays_are_refused_without_suggesting_allow_pickle(tmp_path):
+    objects = np.array([{"x": 1.0}, None], dtype=object)
+    npy = tmp_path / "o.npy"
+    np.save(npy, objects, allow_pickle=True)
+    _refused_cheaply(npy, r"o\.npy: not a NumPy array file of numbers \(dtype object; object/pickled")
+    npz = tmp_path / "o.npz"
+    np.savez(npz, points=objects)
+    _refused_cheaply(npz, r"o\.npz \(array 'points'\): not a NumPy array file of numbers \(dtype object")
+
+
+def _zip_member(path, data: bytes, declared_size=None, name: str = "points.npy") -> None:
+    """A deflated one-member zip; ``declared_size`` overwrites the size its central directory states
+    (and the CRC, to that of the declared bytes, so that the lie is consistent)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, data)
+    if declared_size is not None:
+        raw = bytearray(path.read_bytes())
+        at = raw.index(b"PK\x01\x02")  # central directory entry: CRC at +16, uncompressed size at +24
+        raw[at + 16: at + 20] = struct.pack("<I", zlib.crc32(data[:declared_size]))
+        raw[at + 24: at + 28] = struct.pack("<I", declared_size)
+        path.write_bytes(bytes(raw))
+
+
+def test_npz_bomb_is_refused_before_inflating(tmp_path):
+    # A member whose header claims 125 M points (1.5 GB) in a file of a few hundred bytes.
+    claim = tmp_path / "claim.npz"
+    _zip_member(claim, _npy_bytes((125_000_000, 3), data=bytes(64)))
+    _refused_cheaply(claim, r"claim\.npz \(array 'points'\): \.npy header declares 125000000 points, "
+                            r"more than the limit of 100000000")
+    # A real deflate bomb: 24 MB of zeros in about 24 kB, above the caller's limit.
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, points=np.zeros((2_000_000, 3), np.float32))
+    assert bomb.stat().st_size < 100_000
+    _refused_cheaply(bomb, r"bomb\.npz \(array 'points'\): .*declares 2000000 points, more than the limit of 1000000",
+                     max_points=1_000_000)
+
+
+def test_npz_member_sizes_must_match_the_zip_entry(tmp_path):
+    header = _npy_bytes((1000, 3))
+    data = _cloud(1000).tobytes()
+    small = tmp_path / "small.npz"  # the zip entry claims less than the array needs
+    _zip_member(small, header + data, declared_size=len(header) + 120)
+    _refused_cheaply(small, r"small\.npz \(array 'points'\): .*\(12000 bytes\), but 120 bytes follow the header$")
+    trailing = tmp_path / "trailing.npz"  # bytes beyond the declared array are not silently skipped
+    _zip_member(trailing, header + data + bytes(1 << 20))
+    _refused_cheaply(trailing, r"trailing\.npz \(array 'points'\): .*\(12000 bytes\), but 1060576 bytes follow")
+    # The zip entry claims more than its stream inflates to: reading stops, nothing is invented.
+    large = tmp_path / "large.npz"
+    _zip_member(large, _npy_bytes((1000, 3)) + data[:120], declared_size=len(header) + len(data))
+    with pytest.raises(ValueError, match=r"large\.npz"):
+        read_point_cloud(large)
+    honest = tmp_path / "honest.npz"
+    _zip_member(honest, header + data)
+    np.testing.assert_array_equal(read_point_cloud(honest), _cloud(1000))
+
+
+def _compressed_pcd(points: int, packed: bytes, unpacked: int) -> bytes:
+    header = ("VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
+              f"WIDTH {points}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {points}\nDATA binary_compressed\n")
+    return header.encode() + struct.pack("<II", len(packed), unpacked) + packed
+
+
+# LZF: one zero byte as a literal, then back references of 264 bytes at distance 1 (3 bytes each).
+_LZF_ZEROS = b"\x00\x00" + b"\xe0\xff\x00" * 20_000  # 60 kB inflating to 5.3 MB
+
+
+def test_compressed_pcd_sizes_are_checked_before_decompressing(tmp_path):
+    cases = {
+        # the stream inflates far beyond the 12 bytes declared for one point: decoding stops there
+        "overflow.pcd": (_compressed_pcd(1, _LZF_ZEROS, 12),
+                         r"corrupt compressed PCD data \(inflates past its declared 12 bytes\)$"),
+        "size.pcd": (_compressed_pcd(1, _LZF_ZEROS, 275_000_000),
+                     r"compressed PCD declares 275000000 uncompressed bytes, but 1 points of 12 bytes take 12$"),
+        "ratio.pcd": (_compressed_pcd(1_000_000, b"\x00\x00\xe0\xff\x00", 12_000_000),
+                      r"corrupt compressed PCD, 5 compressed bytes cannot hold 12000000 "
+                      r"\(LZF expands at most 88-fold\)$"),
+        "packed.pcd": (_compressed_pcd(1, b"", 12)[:-8] + struct.pack("<II", 10**9, 12),
+                       r"truncated compressed PCD, expected 1000000000 compressed bytes, file has 0$"),
+        "limit.pcd": (_compressed_pcd(200_000_000, b"", 2_400_000_000),
+                      r"PCD declares 200000000 points, more than the limit of 100000000"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        _refused_cheaply(path, rf"{name.replace('.', '[.]')}: {message}")
+
+
+def test_compressed_pcd_overlapping_back_reference(tmp_path):
+    # 1.0 as a 4-byte literal, then a back reference of 20 bytes at distance 4 repeating it.
+    packed = b"\x03" + struct.pack("<f", 1.0) + b"\xe0\x0b\x03"
+    path = tmp_path / "ones.pcd"
+    path.write_bytes(_compressed_pcd(2, packed, 24))
+    np.testing.assert_array_equal(read_point_cloud(path), np.ones((2, 3)))
+
+
+_XYZ_PLY = "property float x\nproperty float y\nproperty float z\nend_header\n"
+_XYZ_PCD = "FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("binary.ply", f"ply\nformat binary_little_endian 1.0\nelement vertex 50000000\n{_XYZ_PLY}".encode() + bytes(12),
+     r"truncated binary PLY, 50000000 vertices need 600000\d+ bytes, file has \d+$"),
+    ("before.ply", ("ply\nformat binary_little_endian 1.0\nelement junk 1000000000000\nproperty uchar a\n"
+                    f"element vertex 1\n{_XYZ_PLY}").encode() + bytes(12),
+     r"truncated binary PLY, 1 vertices need 1000000000\d+ bytes"),
+    ("ascii.ply", f"ply\nformat ascii 1.0\nelement vertex 50000000\n{_XYZ_PLY}1 2 3\n".encode(),
+     r"truncated PLY, 50000000 vertices of 3 values cannot fit in 6 bytes of ascii data$"),
+    ("limit.ply", f"ply\nformat binary_big_endian 1.0\nelement vertex 100000000000\n{_XYZ_PLY}".encode(),
+     r"PLY declares 100000000000 points, more than the limit of 100000000"),
+    ("noxyz.ply", b"ply\nformat binary_little_endian 1.0\nelement vertex 100000\nend_header\n",
+     r"no x/y/z field; found none$"),
+    ("binary.pcd", f"{_XYZ_PCD}POINTS 50000000\nDATA binary\n".encode() + bytes(12),
+     r"truncated binary PCD, 50000000 points need 600000\d\d\d bytes, file has \d+$"),
+    ("wide.pcd", b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 100000000\nPOINTS 1\nDATA binary\n" + bytes(12),
+     r"truncated binary PCD, 1 points need 4000000\d+ bytes"),
+    ("ascii.pcd", f"{_XYZ_PCD}POINTS 50000000\nDATA ascii\n1 2 3\n".encode(),
+     r"truncated PCD, 50000000 points of 3 values cannot fit in 6 bytes of ascii data$"),
+    ("grid.pcd", f"{_XYZ_PCD}WIDTH 1000000\nHEIGHT 1000000\nDATA binary\n".encode(),
+     r"PCD declares 1000000000000 points, more than the limit"),
+    ("counts.off", b"OFF\n50000000 1 0\n0 0 0\n", r"truncated OFF, expected 50000000 vertex and 1 face lines"),
+    ("count.stl", bytes(80) + struct.pack("<I", 10**9) + bytes(50), r"truncated binary STL, 1000000000 triangles"),
+])
+def test_header_counts_the_file_cannot_hold(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    _refused_cheaply(path, rf"{name.replace('.', '[.]')}: {message}")
+
+
+def test_max_points_is_a_limit_callers_can_raise(tmp_path):
+    assert MAX_POINTS == 100_000_000
+    cloud = _cloud(50)
+    for suffix in (".npy", ".npz", ".ply"):
+        path = tmp_path / f"c{suffix}"
+        write_point_cloud(path, cloud)
+        _refused_cheaply(path, rf"c\{suffix}.*: .*declares 50 points, more than the limit of 10 "
+                               r"\(pass max_points= to read bigger clouds\)$", max_points=10)
+        np.testing.assert_array_equal(read_point_cloud(path, max_points=50), cloud)
+
+
+def test_symbolic_link_loops_and_dangling_links_say_so(tmp_path):
+    self_loop = tmp_path / "self.ply"
+    self_loop.symlink_to(self_loop.name)
+    first, second = tmp_path / "a.ply", tmp_path / "b.ply"
+    first.symlink_to(second)
+    second.symlink_to(first)
+    looping_dir = tmp_path / "dir"
+    looping_dir.symlink_to(looping_dir.name)
+    for path in (self_loop, first, looping_dir / "x.ply"):
+        with pytest.raises(ValueError, match=r"symbolic link loop") as info:
+            read_point_cloud(path)
+        assert str(info.value).startswith(f"{path}: ")
+    dangling = tmp_path / "gone.ply"
+    dangling.symlink_to(tmp_path / "missing.ply")
+    with pytest.raises(FileNotFoundError, match=r"gone\.ply: symbolic link to a missing target \(.*missing\.ply\)$"):
+        read_point_cloud(dangling)

@@ -8,16 +8,25 @@ face normals.
 
 Every reader returns float32 ``(N, 3)`` (xyz) or ``(N, 6)`` (xyz + normals) arrays checked by
 :func:`validate_points`.
+
+Files are untrusted input: counts and sizes that a header declares (``.npy`` / ``.npz`` shapes,
+PLY and PCD point counts, a compressed PCD's sizes) are checked against the file's size and
+:data:`MAX_POINTS` before anything is allocated or inflated, so a tiny hostile file is a
+``ValueError`` naming it rather than a ``MemoryError`` or minutes of work.
 """
 
 from __future__ import annotations
 
-import logging
+import errno
+import io
+import math
 import os
 import re
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -34,6 +43,16 @@ WRITE_SUFFIXES = (".ply", ".npy", ".npz", ".xyz", ".txt", ".csv")
 # Text layouts by column count: x y z [nx ny nz] with an optional trailing integer label.
 TEXT_LAYOUTS = {3: "x y z", 4: "x y z label", 6: "x y z nx ny nz", 7: "x y z nx ny nz label"}
 
+#: Most points a file may declare (1.2 GB as float32 xyz); readers take ``max_points`` to go beyond.
+MAX_POINTS = 100_000_000
+
+# numpy's own bound on a .npy header it parses safely (``numpy.lib.format``'s max_header_size).
+_MAX_NPY_HEADER = 10_000
+# One 3-byte LZF back reference writes at most 264 bytes, so no LZF stream inflates further.
+_LZF_MAX_RATIO = 88
+# Zip members are inflated in pieces of this size into a buffer of exactly the declared size.
+_CHUNK = 1 << 24
+
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
     "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
@@ -42,8 +61,6 @@ _PLY_TYPES = {
 }
 _NORMAL_NAMES = (("nx", "ny", "nz"), ("normal_x", "normal_y", "normal_z"))
 _LABEL_NAMES = ("label", "labels", "class", "part", "scalar_label")
-
-logger = logging.getLogger(__name__)
 
 Labels = Optional[np.ndarray]
 
@@ -113,9 +130,16 @@ def validate_labels(labels: np.ndarray, num_points: int, source: str) -> np.ndar
 # --------------------------------------------------------------------------- public API
 
 def read_point_cloud(
-    path: PathLike, num_mesh_points: int = 10_000, seed: int = 0, dtype: DTypeLike = np.float32
+    path: PathLike,
+    num_mesh_points: int = 10_000,
+    seed: int = 0,
+    dtype: DTypeLike = np.float32,
+    max_points: int = MAX_POINTS,
 ) -> np.ndarray:
     """Read a point cloud (or sample a mesh) from ``path``.
+
+    Text files (``.xyz`` ``.txt`` ``.csv`` ``.pts``) have 3 (x y z), 4 (x y z label), 6
+    (x y z nx ny nz) or 7 (x y z nx ny nz label) columns; a label column must hold integers.
 
     Args:
         path: a file with one of :data:`SUPPORTED_SUFFIXES`.
@@ -123,21 +147,28 @@ def read_point_cloud(
         seed: seed of the mesh surface sampling.
         dtype: float32, or float64 to keep the detail of clouds far from the origin (e.g. lidar
             in UTM coordinates, where float32 steps are about 0.5 m).
+        max_points: a file whose header declares more points (``.npy``, ``.npz``, PLY, PCD) is
+            refused before reading; raise it for bigger clouds.
 
     Returns:
         ``dtype`` ``(N, 3)``, or ``(N, 6)`` with normals (x y z nx ny nz) when the file has normals.
         Meshes always give ``(num_mesh_points, 6)`` with face normals.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: unknown suffix, malformed or truncated file, NaN values, empty cloud.
+        FileNotFoundError: ``path`` (or the target of the symbolic link ``path``) does not exist.
+        ValueError: unknown suffix, symbolic link loop, malformed or truncated file, declared
+            sizes the file cannot hold, more than ``max_points`` points, NaN values, empty cloud.
     """
-    points, _ = _read(path, num_mesh_points, seed, dtype)
+    points, _ = _read(path, num_mesh_points, seed, dtype, max_points)
     return points
 
 
 def read_labeled_point_cloud(
-    path: PathLike, num_mesh_points: int = 10_000, seed: int = 0, dtype: DTypeLike = np.float32
+    path: PathLike,
+    num_mesh_points: int = 10_000,
+    seed: int = 0,
+    dtype: DTypeLike = np.float32,
+    max_points: int = MAX_POINTS,
 ) -> Tuple[np.ndarray, Labels]:
     """Read a point cloud and its per-point labels when the file carries them.
 
@@ -148,7 +179,7 @@ def read_labeled_point_cloud(
     Returns:
         ``(points, labels)``: points as in :func:`read_point_cloud`, labels int64 ``(N,)`` or None.
     """
-    return _read(path, num_mesh_points, seed, dtype)
+    return _read(path, num_mesh_points, seed, dtype, max_points)
 
 
 def write_point_cloud(
@@ -267,15 +298,28 @@ def sample_mesh_surface(
 # --------------------------------------------------------------------------- dispatch
 
 def _existing_file(path: PathLike) -> Path:
+    """``path`` as a Path once it is known to be a regular file (symbolic links followed)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No such point cloud file: {path}")
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ValueError(f"{path}: symbolic link loop (too many levels of symbolic links)") from None
+        if path.is_symlink():
+            raise FileNotFoundError(
+                f"{path}: symbolic link to a missing target ({os.readlink(path)})"
+            ) from None
+        if isinstance(error, (FileNotFoundError, NotADirectoryError)):
+            raise FileNotFoundError(f"No such point cloud file: {path}") from None
+        raise ValueError(f"{path}: cannot access ({error.strerror})") from None
     if not path.is_file():
         raise ValueError(f"{path}: not a file")
     return path
 
 
-def _read(path: PathLike, num_mesh_points: int, seed: int, dtype: DTypeLike) -> Tuple[np.ndarray, Labels]:
+def _read(
+    path: PathLike, num_mesh_points: int, seed: int, dtype: DTypeLike, max_points: int
+) -> Tuple[np.ndarray, Labels]:
     path = _existing_file(path)
     suffix = path.suffix.lower()
     source = str(path)
@@ -284,15 +328,16 @@ def _read(path: PathLike, num_mesh_points: int, seed: int, dtype: DTypeLike) -> 
         if len(faces) == 0:  # a mesh file holding vertices only is a point cloud
             return validate_points(vertices, source, dtype), None
         return sample_mesh_surface(vertices, faces, num_mesh_points, seed, source).astype(dtype, copy=False), None
-    readers = {
-        ".ply": _read_ply, ".pcd": _read_pcd, ".npy": _read_npy, ".npz": _read_npz,
-        ".xyz": _read_text, ".txt": _read_text, ".csv": _read_text, ".pts": _read_text,
-    }
-    if suffix not in readers:
+    # Formats whose header declares a point count take the limit; text is bounded by its size.
+    counted = {".ply": _read_ply, ".pcd": _read_pcd, ".npy": _read_npy, ".npz": _read_npz}
+    if suffix in counted:
+        points, labels = _parse(counted[suffix], path, max_points)
+    elif suffix in (".xyz", ".txt", ".csv", ".pts"):
+        points, labels = _parse(_read_text, path)
+    else:
         raise ValueError(
             f"{path}: unsupported suffix {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
         )
-    points, labels = _parse(readers[suffix], path)
     points = validate_points(points, source, dtype)
     if labels is not None:
         labels = validate_labels(labels, len(points), source)
@@ -310,11 +355,20 @@ def _count(token: str, what: str, path: Path) -> int:
     return value
 
 
-def _parse(reader: Callable[[Path], Any], path: Path) -> Any:
+def _check_limit(count: int, max_points: int, source: PathLike, what: str) -> None:
+    """Refuse a declared point count above ``max_points`` before anything is allocated."""
+    if count > max_points:
+        raise ValueError(
+            f"{source}: {what} declares {count} points, more than the limit of {max_points} "
+            f"(pass max_points= to read bigger clouds)"
+        )
+
+
+def _parse(reader: Callable[..., Any], path: Path, *args: Any) -> Any:
     """Run a format reader; any parsing failure becomes a ValueError that names the file."""
     kind = path.suffix.lower().lstrip(".").upper()
     try:
-        return reader(path)
+        return reader(path, *args)
     except ValueError as error:  # includes UnicodeDecodeError
         if str(path) in str(error):
             raise
@@ -372,7 +426,7 @@ def _read_header(handle, path: Path, end: bytes, max_lines: int = 10_000) -> Lis
     raise ValueError(f"{path}: no {end.decode()!r} within the first {max_lines} header lines")
 
 
-def _read_ply(path: Path) -> Tuple[np.ndarray, Labels]:
+def _read_ply(path: Path, max_points: int) -> Tuple[np.ndarray, Labels]:
     with open(path, "rb") as handle:
         magic = handle.readline().strip()
         if magic != b"ply":
@@ -412,12 +466,25 @@ def _read_ply(path: Path) -> Tuple[np.ndarray, Labels]:
     _, count, props = elements[vertex_index]
     if any(count_type is not None for _, _, count_type in props):
         raise ValueError(f"{path}: list properties on PLY vertices are not supported")
+    prop_names = [name for name, _, _ in props]
+    missing = [name for name in ("x", "y", "z") if name not in prop_names]
+    if missing:
+        raise ValueError(f"{path}: no {'/'.join(missing)} field; found {', '.join(prop_names) or 'none'}")
+    _check_limit(count, max_points, path, "PLY")
 
     if fmt == "ascii":
+        # Every value takes at least a digit and a separator, every earlier row a newline:
+        # refuse counts the body cannot hold before reading it.
+        skip = sum(n for _, n, _ in elements[:vertex_index])
+        body = path.stat().st_size - body_offset
+        if skip + 2 * count * len(props) - 1 > body:
+            raise ValueError(
+                f"{path}: truncated PLY, {count} vertices of {len(props)} values cannot fit in "
+                f"{body} bytes of ascii data"
+            )
         with open(path, "rb") as handle:
             handle.seek(body_offset)
             lines = handle.read().decode("latin-1").splitlines()
-        skip = sum(n for _, n, _ in elements[:vertex_index])
         rows = lines[skip: skip + count]
         if len(rows) < count:
             raise ValueError(f"{path}: truncated PLY, expected {count} vertices, found {len(rows)}")
@@ -488,7 +555,7 @@ _PCD_TYPES = {("F", 4): "f4", ("F", 8): "f8", ("I", 1): "i1", ("I", 2): "i2", ("
               ("I", 8): "i8", ("U", 1): "u1", ("U", 2): "u2", ("U", 4): "u4", ("U", 8): "u8"}
 
 
-def _read_pcd(path: Path) -> Tuple[np.ndarray, Labels]:
+def _read_pcd(path: Path, max_points: int) -> Tuple[np.ndarray, Labels]:
     with open(path, "rb") as handle:
         header = _read_header(handle, path, b"DATA", max_lines=100)
         body_offset = handle.tell()
@@ -509,12 +576,13 @@ def _read_pcd(path: Path) -> Tuple[np.ndarray, Labels]:
     else:
         count = _count(meta.get("WIDTH", ["0"])[0], "PCD WIDTH", path) * _count(
             meta.get("HEIGHT", ["1"])[0], "PCD HEIGHT", path)
+    _check_limit(count, max_points, path, "PCD")
     dtype_fields = []
     for name, size, kind, n in zip(fields, sizes, types, counts):
         key = (kind.upper(), int(size))
         if key not in _PCD_TYPES:
             raise ValueError(f"{path}: unsupported PCD field type {kind}{size} for {name!r}")
-        n = int(n)
+        n = _count(n, f"PCD field {name!r}", path)
         dtype_fields.append((name, "<" + _PCD_TYPES[key]) if n == 1 else (name, "<" + _PCD_TYPES[key], (n,)))
     # Duplicate names (e.g. several "_" padding fields) would break the structured dtype.
     seen: Dict[str, int] = {}
@@ -527,10 +595,17 @@ def _read_pcd(path: Path) -> Tuple[np.ndarray, Labels]:
     data_kind = meta["DATA"][0].lower() if meta["DATA"] else ""
 
     if data_kind == "ascii":
+        width = sum(int(n) for n in counts)
+        # Every value takes at least a digit and a separator: refuse counts the body cannot hold.
+        body = path.stat().st_size - body_offset
+        if 2 * count * width - 1 > body:
+            raise ValueError(
+                f"{path}: truncated PCD, {count} points of {width} values cannot fit in {body} bytes "
+                f"of ascii data"
+            )
         with open(path, "rb") as handle:
             handle.seek(body_offset)
             text = handle.read().decode("latin-1")
-        width = sum(int(n) for n in counts)
         try:
             values = np.array(text.split(), dtype=np.float64)
         except ValueError as error:
@@ -553,16 +628,33 @@ def _read_pcd(path: Path) -> Tuple[np.ndarray, Labels]:
 
 
 def _read_pcd_compressed(path: Path, offset: int, dtype: np.dtype, count: int) -> Dict[str, np.ndarray]:
-    """Decode ``DATA binary_compressed``: LZF-compressed, fields stored one after another."""
+    """Decode ``DATA binary_compressed``: LZF-compressed, fields stored one after another.
+
+    The two sizes before the data are checked against the header and the file before decoding.
+    """
+    available = path.stat().st_size - offset - 8
     with open(path, "rb") as handle:
         handle.seek(offset)
         sizes = np.frombuffer(handle.read(8), dtype="<u4")
         if len(sizes) < 2:
             raise ValueError(f"{path}: truncated compressed PCD")
-        compressed = handle.read(int(sizes[0]))
-    if len(compressed) < sizes[0]:
-        raise ValueError(f"{path}: truncated compressed PCD, expected {sizes[0]} compressed bytes")
-    raw = _lzf_decompress(compressed, int(sizes[1]), path)
+        packed, unpacked = int(sizes[0]), int(sizes[1])
+        if unpacked != count * dtype.itemsize:
+            raise ValueError(
+                f"{path}: compressed PCD declares {unpacked} uncompressed bytes, but {count} points "
+                f"of {dtype.itemsize} bytes take {count * dtype.itemsize}"
+            )
+        if packed > available:
+            raise ValueError(
+                f"{path}: truncated compressed PCD, expected {packed} compressed bytes, file has {available}"
+            )
+        if unpacked > _LZF_MAX_RATIO * packed:
+            raise ValueError(
+                f"{path}: corrupt compressed PCD, {packed} compressed bytes cannot hold {unpacked} "
+                f"(LZF expands at most {_LZF_MAX_RATIO}-fold)"
+            )
+        compressed = handle.read(packed)
+    raw = _lzf_decompress(compressed, unpacked, path)
     named, start = {}, 0
     for name in dtype.names:
         field = dtype.fields[name][0]
@@ -572,33 +664,46 @@ def _read_pcd_compressed(path: Path, offset: int, dtype: np.dtype, count: int) -
     return named
 
 
-def _lzf_decompress(data: bytes, size: int, path: Path) -> bytes:
-    out = bytearray()
-    i, n = 0, len(data)
+def _lzf_decompress(data: bytes, size: int, path: Path) -> bytearray:
+    """LZF-decode ``data`` into exactly ``size`` bytes; a stream that would write more is refused."""
+    out = bytearray(size)
+    i, o, n = 0, 0, len(data)
     while i < n:
         ctrl = data[i]
         i += 1
         if ctrl < 32:  # literal run of ctrl + 1 bytes
-            out += data[i: i + ctrl + 1]
-            i += ctrl + 1
-        else:  # back reference
+            length = ctrl + 1
+            if i + length > n:
+                raise ValueError(f"{path}: corrupt compressed PCD data (literal run past the end)")
+            source = data[i: i + length]
+            i += length
+        else:  # back reference: length and distance into the output written so far
             length = ctrl >> 5
             if length == 7:
+                if i >= n:
+                    raise ValueError(f"{path}: corrupt compressed PCD data (back reference cut off)")
                 length += data[i]
                 i += 1
-            ref = len(out) - ((ctrl & 0x1F) << 8) - data[i] - 1
+            if i >= n:
+                raise ValueError(f"{path}: corrupt compressed PCD data (back reference cut off)")
+            distance = ((ctrl & 0x1F) << 8) + data[i] + 1
             i += 1
             length += 2
-            if ref < 0:
-                raise ValueError(f"{path}: corrupt compressed PCD data")
-            if ref + length <= len(out):
-                out += out[ref: ref + length]
-            else:  # overlapping copy repeats the pattern
-                for k in range(length):
-                    out.append(out[ref + k])
-    if len(out) != size:
-        raise ValueError(f"{path}: corrupt compressed PCD data ({len(out)} bytes, expected {size})")
-    return bytes(out)
+            if distance > o:
+                raise ValueError(f"{path}: corrupt compressed PCD data (back reference before the start)")
+            if distance >= length:
+                source = out[o - distance: o - distance + length]
+            else:  # an overlapping copy repeats the last ``distance`` bytes
+                source = (out[o - distance: o] * (length // distance + 1))[:length]
+        if o + length > size:
+            raise ValueError(
+                f"{path}: corrupt compressed PCD data (inflates past its declared {size} bytes)"
+            )
+        out[o: o + length] = source
+        o += length
+    if o != size:
+        raise ValueError(f"{path}: corrupt compressed PCD data ({o} bytes, expected {size})")
+    return out
 
 
 # --------------------------------------------------------------------------- text and numpy
@@ -629,51 +734,144 @@ def _read_text(path: Path) -> Tuple[np.ndarray, Labels]:
             table = np.loadtxt(path, delimiter=delimiter, comments="#", ndmin=2, dtype=np.float64,
                                skiprows=header_rows)
     except ValueError as error:
-        raise ValueError(f"{path}: malformed rows: {error}") from None
+        reason = _first_bad_row(path, delimiter, header_rows) or str(error).splitlines()[0]
+        raise ValueError(f"{path}: malformed rows: {reason}") from None
     if table.size == 0:
         raise ValueError(f"{path}: empty cloud (no data rows)")
     columns = table.shape[1]
+    layouts = "; ".join(f"{n} ({layout})" for n, layout in TEXT_LAYOUTS.items())
     if columns not in TEXT_LAYOUTS:
-        layouts = "; ".join(f"{n} ({layout})" for n, layout in TEXT_LAYOUTS.items())
         raise ValueError(f"{path}: rows have {columns} columns; expected {layouts}")
     width = 6 if columns >= 6 else 3
     points, labels = table[:, :width], None
     if columns > width:
-        extra = table[:, width]
-        if np.isfinite(extra).all() and (extra == np.round(extra)).all():
-            labels = extra
-        else:
-            logger.warning("%s: last column is not integer, ignored as a label", path)
+        labels = table[:, width]
+        whole = np.isfinite(labels) & (labels == np.round(labels))
+        if not whole.all():
+            row = int(np.flatnonzero(~whole)[0])
+            raise ValueError(
+                f"{path}: column {columns} is a label and must hold integers, data row {row + 1} "
+                f"has {labels[row]:g}; expected {layouts}"
+            )
     return points, labels
 
 
-def _read_npy(path: Path) -> Tuple[np.ndarray, Labels]:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable .npy file ({error})") from None
-    return _point_columns(array, str(path)), None
+def _first_bad_row(path: Path, delimiter: Optional[str], header_rows: int) -> Optional[str]:
+    """Where a text table goes wrong: the first line whose column count or value is off."""
+    expected, first = 0, 0
+    with open(path, "r", encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            values = line.split("#", 1)[0].strip()
+            if number <= header_rows or not values:
+                continue
+            tokens = values.split(delimiter)
+            for token in tokens:
+                try:
+                    float(token)
+                except ValueError:
+                    return f"line {number}: {token.strip()[:30]!r} is not a number"
+            if not expected:
+                expected, first = len(tokens), number
+            elif len(tokens) != expected:
+                return f"line {number} has {len(tokens)} columns, expected {expected} as on line {first}"
+    return None
 
 
-def _read_npz(path: Path) -> Tuple[np.ndarray, Labels]:
+def _npy_header(stream: BinaryIO, size: int, source: str, max_points: int) -> Tuple[np.dtype, Tuple[int, ...], bool]:
+    """Read and check a ``.npy`` header from ``stream``, which holds ``size`` bytes in all.
+
+    Only the header bytes are read. The declared shape must fit ``max_points`` rows and exactly
+    fill the bytes after the header, so nothing is allocated for sizes the file cannot back.
+
+    Returns:
+        ``(dtype, shape, fortran_order)``; ``stream`` is left at the first data byte.
+    """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable .npz file ({error})") from None
-    if "points" in arrays:
-        points = arrays["points"]
-        if "normals" in arrays and np.ndim(points) == 2 and points.shape[1] == 3:
-            points = np.concatenate([points, arrays["normals"]], axis=1)
-    elif len(arrays) == 1:
-        points = next(iter(arrays.values()))
-    else:
+        version = np.lib.format.read_magic(stream)
+    except ValueError:
         raise ValueError(
-            f"{path}: .npz has no 'points' array and "
-            + (f"several arrays ({', '.join(arrays)}); " if arrays else "no arrays at all; ")
-            + "name the cloud 'points'"
+            f"{source}: not a NumPy array file of numbers (object/pickled arrays are not read)"
+        ) from None
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise ValueError(f"{source}: unsupported .npy format version {version[0]}.{version[1]}")
+    # numpy would read whatever header length the file declares (up to 4 GB): check it first.
+    width = 2 if version == (1, 0) else 4
+    prefix = stream.read(width)
+    length = int.from_bytes(prefix, "little")
+    start = np.lib.format.MAGIC_LEN + width
+    if len(prefix) < width or length > _MAX_NPY_HEADER or start + length > size:
+        raise ValueError(f"{source}: truncated or oversized .npy header ({length} bytes declared)")
+    header = io.BytesIO(prefix + stream.read(length))
+    # Version 3.0 differs from 2.0 only by a utf-8 header, which matters for field names alone.
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    try:
+        shape, fortran_order, dtype = read_header(header)
+    except ValueError as error:
+        raise ValueError(f"{source}: malformed .npy header ({error})") from None
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise ValueError(
+            f"{source}: not a NumPy array file of numbers (dtype {dtype}; object/pickled arrays "
+            f"are not read)"
         )
-    labels = arrays.get("labels")
+    _check_limit(shape[0] if shape else 1, max_points, source, ".npy header")
+    needed, left = math.prod(shape) * dtype.itemsize, size - start - length
+    if needed != left:
+        raise ValueError(
+            f"{source}: .npy header declares shape {shape} of {dtype} ({needed} bytes), but "
+            f"{left} bytes follow the header"
+        )
+    return dtype, shape, fortran_order
+
+
+def _read_npy(path: Path, max_points: int) -> Tuple[np.ndarray, Labels]:
+    with open(path, "rb") as handle:
+        dtype, shape, fortran_order = _npy_header(handle, path.stat().st_size, str(path), max_points)
+        flat = np.fromfile(handle, dtype=dtype, count=math.prod(shape))
+    return _point_columns(flat.reshape(shape, order="F" if fortran_order else "C"), str(path)), None
+
+
+def _read_npz_member(archive: zipfile.ZipFile, name: str, path: Path, max_points: int) -> np.ndarray:
+    """One ``.npy`` member, inflated into a buffer of exactly the size its headers declare.
+
+    The zip entry's ``file_size`` bounds the header check, and the inflated bytes are counted so
+    that a member never produces more than that, whatever its compressed stream holds.
+    """
+    info = archive.getinfo(name + ".npy")
+    source = f"{path} (array {name!r})"
+    with archive.open(info) as stream:
+        dtype, shape, fortran_order = _npy_header(stream, info.file_size, source, max_points)
+        buffer = bytearray(math.prod(shape) * dtype.itemsize)
+        view, filled = memoryview(buffer), 0
+        while filled < len(buffer):
+            chunk = stream.read(min(_CHUNK, len(buffer) - filled))
+            if not chunk:
+                raise ValueError(f"{source}: truncated, {filled} of {len(buffer)} bytes")
+            view[filled: filled + len(chunk)] = chunk
+            filled += len(chunk)
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
+
+
+def _read_npz(path: Path, max_points: int) -> Tuple[np.ndarray, Labels]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            # Only the arrays that make the cloud are inflated; np.savez names members "<key>.npy".
+            names = [info.filename[:-4] for info in archive.infolist() if info.filename.endswith(".npy")]
+            if "points" in names:
+                points = _read_npz_member(archive, "points", path, max_points)
+                if "normals" in names and points.ndim == 2 and points.shape[1] == 3:
+                    normals = _read_npz_member(archive, "normals", path, max_points)
+                    points = np.concatenate([points, normals], axis=1)
+            elif len(names) == 1:
+                points = _read_npz_member(archive, names[0], path, max_points)
+            else:
+                raise ValueError(
+                    f"{path}: .npz has no 'points' array and "
+                    + (f"several arrays ({', '.join(names)}); " if names else "no arrays at all; ")
+                    + "name the cloud 'points'"
+                )
+            labels = _read_npz_member(archive, "labels", path, max_points) if "labels" in names else None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as error:
+        raise ValueError(f"{path}: not a readable .npz file ({error})") from None
     return _point_columns(points, str(path)), labels
 
 
