@@ -26,21 +26,15 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from pointea.atomic import atomic_write_text
-from pointea.palette import CORRECT_COLOR, ERROR_COLOR, UNIFORM_COLOR, legend_entries, part_colors
 from pointea.data.io import validate_labels, validate_points
+from pointea.data.orientation import UP_AXES, to_y_up
+from pointea.palette import CORRECT_COLOR, ERROR_COLOR, UNIFORM_COLOR, legend_entries, part_colors
 
 PathLike = Union[str, os.PathLike]
 
-UP_AXES = ("x", "y", "z")
 # Legend keys of the error view (part labels are >= 0, unlabeled points -1).
 WRONG_KEY, CORRECT_KEY = -2, -3
 MAX_POINTS = 500_000  # larger clouds are subsampled (deterministically) to keep the page small
-# Rotations taking each up axis onto +y, which the page draws upwards.
-_TO_Y_UP = {
-    "y": np.eye(3),
-    "z": np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]]),
-    "x": np.array([[0, 1.0, 0], [1, 0, 0], [0, 0, -1]]),
-}
 
 
 @dataclass
@@ -100,7 +94,8 @@ def html_page(
         views: explicit views instead of ``labels`` / ``pred_labels``.
         title: page title and heading.
         point_size: initial point size in pixels (the page has +/- buttons).
-        up: the cloud's up axis ("x", "y" or "z"), shown upwards.
+        up: the cloud's up axis ("x", "y" or "z"), shown upwards (see
+            :mod:`pointea.data.orientation` to look it up or guess it).
         background: CSS colour of the drawing area.
 
     Returns:
@@ -124,7 +119,7 @@ def html_page(
         keep.sort()
     else:
         keep = np.arange(len(xyz))
-    shown = xyz[keep] @ _TO_Y_UP[up].T
+    shown = to_y_up(xyz[keep], up)  # the page draws +y upwards
     data = {
         "title": title,
         "numPoints": int(len(keep)),

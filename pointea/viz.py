@@ -17,11 +17,14 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -29,6 +32,7 @@ import numpy as np
 
 from pointea.atomic import atomic_path
 from pointea.data.io import validate_labels, validate_points
+from pointea.data.orientation import UP_AXES
 from pointea.palette import CORRECT_COLOR, ERROR_COLOR, UNIFORM_COLOR, legend_entries, part_colors
 
 logger = logging.getLogger(__name__)
@@ -37,9 +41,12 @@ PathLike = Union[str, os.PathLike]
 RGB = Tuple[int, int, int]
 
 BACKGROUND: RGB = (255, 255, 255)
-UP_AXES = ("x", "y", "z")
 MIN_TILE_SIZE = 48  # pixels; smaller tiles cannot hold a caption and a recognisable shape
 MAX_AUTO_TILE_HEIGHT = 320  # pixels; galleries with few columns get wide tiles, not huge images
+FRAME_MARGIN = 0.06  # share of each half of the image left empty around a fitted cloud
+FIT_STEPS = 4  # fits of the camera distance, each after centring the drawing of the one before
+# Open3D's legacy view control keeps its zoom (view size / bounding box size) in this range.
+OPEN3D_ZOOM_RANGE = (0.02, 2.0)
 
 INSTALL_HINT = (
     "install it with `pip install open3d-cpu libusb-package` (or `pip install open3d`; on Linux "
@@ -93,6 +100,21 @@ def _preload_libusb() -> None:
             logger.debug("could not preload %s: %s", library, error)
 
 
+def ensure_runtime_dir() -> None:
+    """Give the process a private ``XDG_RUNTIME_DIR`` when it has none or a missing one.
+
+    Open3D's window library prints "XDG_RUNTIME_DIR is invalid or not set in the environment"
+    on headless servers and in containers although offscreen rendering works without it; a
+    fresh folder of mode 0700 (what the XDG spec asks) silences it and is removed at exit.
+    """
+    current = os.environ.get("XDG_RUNTIME_DIR")
+    if current and os.path.isabs(current) and os.path.isdir(current) and os.access(current, os.W_OK):
+        return
+    folder = tempfile.mkdtemp(prefix="pointea-runtime-")  # created with mode 0700
+    atexit.register(shutil.rmtree, folder, True)
+    os.environ["XDG_RUNTIME_DIR"] = folder
+
+
 def has_display() -> bool:
     """Whether an interactive window can be shown (always assumed on macOS and Windows)."""
     if not sys.platform.startswith("linux"):
@@ -112,13 +134,16 @@ class Camera:
         azimuth: degrees around the up axis; 0 looks at the front of the shape (from +z when y is
             up, from -y when z is up, from +x... when x is up).
         elevation: degrees above the horizon (90 looks straight down).
-        zoom: Open3D's zoom factor; smaller is closer (0.7 frames the bounding box snugly).
-        up: the cloud's up axis, "x", "y" (ModelNet, ShapeNetPart) or "z".
+        zoom: camera distance relative to the fitted one: 1 shows the whole cloud with a margin
+            to the image edges, smaller is closer (parts may then be cut off), larger farther.
+        up: the cloud's up axis, "x", "y" (ShapeNetPart, modelnet40_normal_resampled, the
+            synthetic shapes) or "z" (ModelNet's original archive); see
+            :mod:`pointea.data.orientation`.
     """
 
     azimuth: float = 30.0
     elevation: float = 20.0
-    zoom: float = 0.8
+    zoom: float = 1.0
     up: str = "y"
 
     def __post_init__(self) -> None:
@@ -175,6 +200,8 @@ class _HiddenWindow:
             raise ValueError(f"render size must be at least 8x8 pixels, got {width}x{height}")
         self.o3d = import_open3d()
         self.width, self.height, self.background = int(width), int(height), background
+        self.point_size = float(point_size)
+        ensure_runtime_dir()
         self.window = self.o3d.visualization.Visualizer()
         if not self.window.create_window(visible=False, width=self.width, height=self.height):
             raise VisualizationError(
@@ -194,11 +221,7 @@ class _HiddenWindow:
         cloud.colors = self.o3d.utility.Vector3dVector(_depth_shaded(xyz, colors, front))
         self.window.clear_geometries()
         self.window.add_geometry(cloud, reset_bounding_box=True)
-        view = self.window.get_view_control()
-        view.set_lookat(cloud.get_axis_aligned_bounding_box().get_center())
-        view.set_front(front)
-        view.set_up(up)
-        view.set_zoom(camera.zoom)
+        _frame(self.window.get_view_control(), xyz, camera, self.width, self.height, self.point_size)
         self.window.poll_events()
         self.window.update_renderer()
         buffer = np.asarray(self.window.capture_screen_float_buffer(do_render=True))
@@ -213,6 +236,78 @@ class _HiddenWindow:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _frame(view, xyz: np.ndarray, camera: Camera, width: int, height: int, point_size: float) -> None:
+    """Point an Open3D view control at ``xyz`` (N, 3) so that it fills the image with a margin."""
+    front, up = camera.vectors()
+    # Open3D puts the eye at zoom * (largest side of the geometry's box) / tan(fov / 2)
+    tan_half = math.tan(math.radians(view.get_field_of_view()) / 2)
+    look_at, distance = fit_view(xyz, front, up, tan_half, width, height, point_size)
+    view.set_lookat(look_at)
+    view.set_front(front)
+    view.set_up(up)
+    largest = max(float(np.max(np.ptp(xyz, axis=0))), 1e-12)
+    view.set_zoom(float(np.clip(camera.zoom * distance * tan_half / largest, *OPEN3D_ZOOM_RANGE)))
+
+
+def fit_view(
+    xyz: np.ndarray,
+    front: np.ndarray,
+    up: np.ndarray,
+    tan_half_fov: float,
+    width: int,
+    height: int,
+    point_size: float = 0.0,
+    margin: float = FRAME_MARGIN,
+) -> Tuple[np.ndarray, float]:
+    """Where to look and from how far so that every point lands inside the image with a margin.
+
+    The camera looks at ``look_at`` from ``look_at + front * distance`` with a vertical field of
+    view whose half-angle tangent is ``tan_half_fov`` (a perspective projection, as Open3D's). A
+    point ``q`` (relative to ``look_at``) at depth ``distance - q.front`` projects to
+    ``(q.right, q.up) / (depth * tan_half_fov)``; the smallest distance keeping every point within
+    ``1 - margin`` of the image centre (less half a point, in units of half the image) is a
+    maximum over the points: exact, unlike a bounding sphere, which leaves elongated shapes small.
+    Perspective draws the near side larger, so the look-at point is moved sideways until the
+    drawing is centred, and the distance fitted again.
+
+    Args:
+        xyz: (N, 3) points.
+        front: unit vector from the look-at point towards the camera.
+        up: the camera's up direction (need not be orthogonal to ``front``).
+        tan_half_fov: tangent of half the vertical field of view.
+        width, height: image size in pixels.
+        point_size: drawn point diameter in pixels, kept inside too.
+        margin: share of each half of the image left empty.
+
+    Returns:
+        ``(look_at, distance)``: a (3,) point and a distance in the units of ``xyz``.
+    """
+    xyz = np.asarray(xyz, dtype=np.float64)
+    front = np.asarray(front, dtype=np.float64) / np.linalg.norm(front)
+    up = np.asarray(up, dtype=np.float64) - front * np.dot(up, front)
+    up /= np.linalg.norm(up)
+    right = np.cross(up, front)
+    # visible half extents, as shares of tan_half_fov * depth, along the image's x and y
+    limit_x = (1.0 - margin - point_size / width) * tan_half_fov * width / height
+    limit_y = (1.0 - margin - point_size / height) * tan_half_fov
+    diagonal = float(np.linalg.norm(np.ptp(xyz, axis=0)))
+    look_at = (xyz.min(axis=0) + xyz.max(axis=0)) / 2
+    for step in range(FIT_STEPS):
+        relative = xyz - look_at
+        nearness = relative @ front  # (N,) how much nearer than the look-at point each point is
+        across, upward = relative @ right, relative @ up
+        needed = np.maximum(np.abs(across) / limit_x, np.abs(upward) / limit_y) + nearness
+        # keep the camera out of the cloud, which a single point or a plane seen edge-on would allow
+        distance = max(float(needed.max()), float(nearness.max()) + 0.1 * diagonal, 1e-6)
+        if step == FIT_STEPS - 1:
+            break
+        depth = distance - nearness
+        shift_x = (np.max(across / depth) + np.min(across / depth)) / 2  # off-centre, in tangent units
+        shift_y = (np.max(upward / depth) + np.min(upward / depth)) / 2
+        look_at = look_at + (right * shift_x + up * shift_y) * distance
+    return look_at, distance
 
 
 def _fit(image: np.ndarray, width: int, height: int, background: RGB) -> np.ndarray:
@@ -301,6 +396,7 @@ def show(
             "interactive web page with `pointea viz ... --html page.html`"
         )
     o3d = import_open3d()
+    ensure_runtime_dir()
     window = o3d.visualization.Visualizer()
     if not window.create_window(window_name=title, width=width, height=height, visible=True):
         raise VisualizationError(
@@ -310,23 +406,22 @@ def show(
     front, up = camera.vectors()
     right = np.cross(up, front)
     offset = 0.0
+    placed = []
     for i, (points, colors) in enumerate(clouds):
         xyz = _check_points(points, f"cloud {i}")
         xyz = xyz - xyz.mean(axis=0)
         extent = np.ptp(xyz @ right) if len(xyz) > 1 else 1.0
         if i:
             offset += extent * 0.6
-        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz + right * offset))
+        placed.append(xyz + right * offset)
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(placed[-1]))
         cloud.colors = o3d.utility.Vector3dVector(_depth_shaded(xyz, _as_float_colors(colors, len(xyz)), front))
         window.add_geometry(cloud)
         offset += extent * 0.6
     option = window.get_render_option()
     option.point_size = float(point_size)
     option.light_on = False
-    view = window.get_view_control()
-    view.set_front(front)
-    view.set_up(up)
-    view.set_zoom(camera.zoom)
+    _frame(window.get_view_control(), np.concatenate(placed), camera, width, height, point_size)
     window.run()
     window.destroy_window()
 
@@ -536,6 +631,7 @@ def view_classification(
     *,
     true_name: Optional[str] = None,
     pred_name: Optional[str] = None,
+    title: Optional[str] = None,
     width: int = 800,
     height: int = 600,
     point_size: float = 3.0,
@@ -544,12 +640,18 @@ def view_classification(
 ) -> np.ndarray:
     """A cloud captioned with its class: the true one, the predicted one, or both (red if they differ).
 
+    Args:
+        title: drawn above the cloud, e.g. "chair.ply — predicted: chair (97.3 %)"; a caption
+            that would only repeat the predicted name is then left out.
+
     Returns:
         uint8 image of shape (height, width, 3).
     """
     xyz = _check_points(points)
     tile = _class_tile(xyz, true_name, pred_name)
-    return _compose([tile], ncols=1, width=width, height=height, title=None, legend=[],
+    if title and true_name is None:
+        tile.caption = ""
+    return _compose([tile], ncols=1, width=width, height=height, title=title, legend=[],
                     point_size=point_size, camera=camera, background=background)
 
 
@@ -601,7 +703,7 @@ def view_comparison(
     accuracy = 100.0 * (1.0 - wrong.mean())
     tiles = [
         _Tile(xyz, part_colors(true_parts), caption="ground truth"),
-        _Tile(xyz, part_colors(pred_parts), caption=f"prediction ({accuracy:.1f}% correct)"),
+        _Tile(xyz, part_colors(pred_parts), caption=f"predicted parts ({accuracy:.1f} % correct)"),
     ]
     entries = _legend_entries(np.union1d(true_parts, pred_parts), part_names)
     if errors:

@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 import types
@@ -91,12 +93,53 @@ def test_camera_azimuth_turns_an_elongated_shape(open3d):
     rng = np.random.default_rng(1)
     rod = np.c_[rng.uniform(-1, 1, 2000), rng.uniform(-0.05, 0.05, 2000), rng.uniform(-0.05, 0.05, 2000)]
 
-    def width_of_silhouette(azimuth):
+    def aspect_of_silhouette(azimuth):  # width over height: views are fitted, so sizes alone say little
         image = viz.render_points(rod, width=200, height=200, camera=viz.Camera(azimuth=azimuth, elevation=0))
-        columns = np.nonzero(np.any(image != BACKGROUND, axis=(0, 2)))[0]
-        return columns.max() - columns.min()
+        rows, columns = np.nonzero(np.any(image != BACKGROUND, axis=2))
+        return np.ptp(columns) / max(np.ptp(rows), 1)
 
-    assert width_of_silhouette(0) > 3 * width_of_silhouette(90)  # seen from the side vs end-on
+    assert aspect_of_silhouette(0) > 5 * aspect_of_silhouette(90)  # seen from the side vs end-on
+
+
+def test_fit_view_keeps_every_point_inside_the_margin_and_centred():
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(size=(500, 3)) * [3.0, 0.5, 1.0] + 7.0
+    tan_half = np.tan(np.radians(30))
+    for azimuth, elevation, width, height in ((0, 0, 400, 300), (30, 20, 120, 400), (75, -40, 300, 300)):
+        front, up = viz.Camera(azimuth=azimuth, elevation=elevation).vectors()
+        look_at, distance = viz.fit_view(xyz, front, up, tan_half, width, height, margin=0.1)
+        up = up - front * (up @ front)
+        up /= np.linalg.norm(up)
+        relative = xyz - look_at
+        depth = distance - relative @ front
+        x = relative @ np.cross(up, front) / (depth * tan_half * width / height)
+        y = relative @ up / (depth * tan_half)
+        reach = max(np.abs(x).max(), np.abs(y).max())
+        assert reach <= 0.9 + 1e-9
+        assert reach > 0.89  # as close as the margin allows: the view is filled
+        assert abs(x.max() + x.min()) < 0.1 and abs(y.max() + y.min()) < 0.1  # about centred
+
+
+@pytest.mark.parametrize("shape, camera, size", [
+    ("sphere", viz.Camera(), (200, 200)),
+    ("rod", viz.Camera(azimuth=10, elevation=0), (100, 260)),  # a long shape in a tall image
+    ("far", viz.Camera(azimuth=60, elevation=45, up="z"), (260, 150)),  # far from the origin, z up
+])
+def test_renders_fill_the_image_and_never_touch_its_edges(open3d, shape, camera, size):
+    rng = np.random.default_rng(2)
+    points = {
+        "sphere": _sphere(2000),
+        "rod": np.c_[rng.uniform(-2, 2, 2000), rng.uniform(-0.1, 0.1, (2000, 2))],
+        "far": _sphere(2000) * [2.0, 1.0, 0.5] + 1000.0,
+    }[shape]
+    width, height = size
+    image = viz.render_points(points, width=width, height=height, point_size=4, camera=camera)
+    foreground = np.any(image != BACKGROUND, axis=-1)
+    border = np.concatenate([foreground[:3].ravel(), foreground[-3:].ravel(),
+                             foreground[:, :3].ravel(), foreground[:, -3:].ravel()])
+    assert not border.any(), "the cloud touches the image edge"
+    rows, columns = np.nonzero(foreground)
+    assert max(np.ptp(rows) / height, np.ptp(columns) / width) > 0.8, "the cloud is drawn small"
 
 
 def test_view_parts_draws_each_part_colour_and_a_legend(open3d):
@@ -260,6 +303,33 @@ def test_failed_offscreen_window_gives_a_clear_message(monkeypatch):
         viz.render_points(_sphere(100), width=50, height=50)
 
 
+def test_ensure_runtime_dir_gives_a_private_folder_only_when_needed(monkeypatch, tmp_path):
+    import stat
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    viz.ensure_runtime_dir()
+    folder = os.environ["XDG_RUNTIME_DIR"]
+    assert os.path.isdir(folder) and stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "gone"))
+    viz.ensure_runtime_dir()
+    assert os.environ["XDG_RUNTIME_DIR"] != str(tmp_path / "gone")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    viz.ensure_runtime_dir()
+    assert os.environ["XDG_RUNTIME_DIR"] == str(tmp_path)  # a valid one is kept
+
+
+def test_headless_render_without_xdg_runtime_dir_prints_no_error(open3d, tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in ("XDG_RUNTIME_DIR", "DISPLAY")}
+    out = tmp_path / "cloud.png"
+    script = ("import numpy as np; from pointea import viz; "
+              f"viz.save_png({str(out)!r}, viz.render_points(np.random.default_rng(0).normal(size=(200, 3)), "
+              "width=64, height=64))")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "XDG_RUNTIME_DIR" not in result.stderr
+    assert out.is_file() and _read_png(out).shape == (64, 64, 3)
+
+
 def test_show_without_display_points_to_png_and_html(monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -291,7 +361,10 @@ class _FakeVisualizer:
         return types.SimpleNamespace()
 
     def get_view_control(self):
-        return types.SimpleNamespace(set_front=lambda v: None, set_up=lambda v: None, set_zoom=lambda v: None)
+        self.view = types.SimpleNamespace(get_field_of_view=lambda: 60.0)
+        for name in ("lookat", "front", "up", "zoom"):
+            setattr(self.view, f"set_{name}", lambda value, name=name: setattr(self.view, name, value))
+        return self.view
 
     def run(self):
         self.ran = True
@@ -320,6 +393,9 @@ def test_show_places_clouds_side_by_side_in_one_window(monkeypatch):
     centres = np.array([cloud.xyz.mean(axis=0) for cloud in window.clouds])
     assert np.all(np.diff(centres[:, 0]) > 1.0)  # left to right along +x (the screen's right)
     np.testing.assert_allclose(centres[:, 1:], 0.0, atol=1e-6)  # each cloud re-centred
+    everything = np.concatenate([cloud.xyz for cloud in window.clouds])
+    assert np.all(everything.min(axis=0) < window.view.lookat) and np.all(window.view.lookat < everything.max(axis=0))
+    assert 0.02 <= window.view.zoom <= 2.0
 
     monkeypatch.setattr(_FakeVisualizer, "opened", False)
     with pytest.raises(viz.VisualizationError, match="could not open a window.*--out.*--html"):
@@ -396,7 +472,7 @@ def test_cli_html_output(tmp_path):
     assert "data-drawn-points" in text and "<script src" not in text
 
 
-def _tiny_checkpoint(path, task):
+def _tiny_checkpoint(path, task, **meta_changes):
     import torch
 
     from pointea.data.synthetic import SyntheticShapes
@@ -414,7 +490,10 @@ def _tiny_checkpoint(path, task):
     meta = {"name": "synthetic", "task": task, "in_channels": 3, "num_points": 256,
             "category_parts": data.category_parts, "part_names": data.part_names}
     meta["classes" if task == "classification" else "categories"] = data.classes
-    save_checkpoint(path, {"model_config": model_config_to_dict(config), "model": model.state_dict(), "dataset": meta})
+    config_of_run = {"data": {"name": meta_changes.pop("name", "synthetic"), "root": meta_changes.pop("root", None)}}
+    meta.update(name=config_of_run["data"]["name"], **meta_changes)
+    save_checkpoint(path, {"model_config": model_config_to_dict(config), "model": model.state_dict(), "dataset": meta,
+                           "config": config_of_run})
     return path
 
 
@@ -473,3 +552,124 @@ def test_cli_draws_a_real_shapenetpart_shape_with_its_category_parts(open3d, tmp
     assert len(present) >= 2  # legend swatches of the parts this airplane has
     assert all(part in airplane_parts for part in range(50)
                if _exact_matches(image, palette(50)[part]).sum() > 20)
+
+
+def _z_up_chair(path):
+    """A synthetic chair (seat 0, back 1, legs 2) turned to stand on z, as a labelled PLY."""
+    from pointea.data.io import write_point_cloud
+    from pointea.data.orientation import to_y_up
+    from pointea.data.synthetic import generate_shape
+
+    points, parts = generate_shape("chair", 1500, np.random.default_rng(5))
+    z_to_y = to_y_up(np.eye(3), "z")  # (3, 3), row k: where axis k goes; its inverse is its transpose
+    write_point_cloud(path, (points[:, :3] @ z_to_y.T).astype(np.float32), labels=parts)
+    return path
+
+
+def _mean_row(image, label):
+    from pointea.palette import part_colors
+
+    rows, _ = np.nonzero(_shaded_matches(image, part_colors(np.array([label]))[0]))
+    assert len(rows) > 30, f"part {label} is hardly drawn"
+    return rows.mean()
+
+
+def test_cli_draws_a_z_up_file_upright_with_the_guessed_up_axis(open3d, tmp_path, capsys):
+    chair = _z_up_chair(tmp_path / "chair.ply")
+    out = tmp_path / "chair.png"
+    assert _viz([str(chair), "--out", str(out), "--width", "300", "--height", "300", "--title", ""]) == 0
+    assert "up axis: z (guessed from the cloud" in capsys.readouterr().err
+    image = _read_png(out)
+    back, seat, legs = _mean_row(image, 1), _mean_row(image, 0), _mean_row(image, 2)
+    assert back < seat < legs  # the back on top, the legs below: upright
+    assert _viz([str(chair), "--up", "z", "--out", str(tmp_path / "again.png"), "--title", ""]) == 0
+    assert "up axis: z (from --up)" in capsys.readouterr().err
+
+
+def test_cli_up_axis_of_datasets_and_of_a_checkpoint_s_training_data(tmp_path, capsys, monkeypatch):
+    from pointea import viz as library
+
+    monkeypatch.setattr(library, "_compose", lambda tiles, **kw: np.zeros((kw["height"], kw["width"], 3), np.uint8))
+    root = tmp_path / "data"
+    (root / "ModelNet40" / "chair" / "train").mkdir(parents=True)  # the folder layout, z up; nothing is read
+    chair = _z_up_chair(tmp_path / "chair.ply")
+    checkpoint = _tiny_checkpoint(tmp_path / "mn.pt", "classification", name="modelnet40", root=str(root))
+    out = str(tmp_path / "x.png")
+    assert _viz([str(chair), "--checkpoint", str(checkpoint), "--up", "x", "--out", out]) == 0
+    assert "up axis: x (from --up)" in capsys.readouterr().err
+    assert _viz([str(chair), "--checkpoint", str(checkpoint), "--out", out]) == 0
+    assert "up axis: z (from the checkpoint's training data modelnet40, folder layout)" in capsys.readouterr().err
+    checkpoint = _tiny_checkpoint(tmp_path / "moved.pt", "classification", name="modelnet40",
+                                  root=str(tmp_path / "elsewhere"))
+    assert _viz([str(chair), "--checkpoint", str(checkpoint), "--out", out]) == 0
+    err = capsys.readouterr().err
+    assert "up axis: z (guessed from the cloud" in err and "not found at" in err
+    checkpoint = _tiny_checkpoint(tmp_path / "syn.pt", "classification")
+    assert _viz([str(chair), "--checkpoint", str(checkpoint), "--out", out]) == 0
+    assert "up axis: y (from the checkpoint's training data synthetic)" in capsys.readouterr().err
+    assert _viz(["--dataset", "synthetic", "--index", "0", "--num-points", "64", "--out", out]) == 0
+    assert "up axis: y (from the dataset synthetic)" in capsys.readouterr().err
+
+
+def test_cli_turns_files_guessed_to_stand_on_different_axes_to_y(tmp_path, capsys, monkeypatch):
+    from pointea import viz as library
+    from pointea.data.io import read_point_cloud, write_point_cloud
+    from pointea.data.orientation import to_y_up
+
+    drawn = []
+
+    def compose(tiles, **kwargs):
+        drawn.extend(tile.points for tile in tiles)
+        return np.zeros((kwargs["height"], kwargs["width"], 3), np.uint8)
+
+    monkeypatch.setattr(library, "_compose", compose)
+    z_up = _z_up_chair(tmp_path / "z.ply")
+    y_up = tmp_path / "y.ply"
+    write_point_cloud(y_up, to_y_up(read_point_cloud(z_up), "z"))
+    assert _viz([str(z_up), str(y_up), "--out", str(tmp_path / "g.png")]) == 0
+    assert "up axis: y (guessed per cloud, each turned to y: z.ply z, y.ply y)" in capsys.readouterr().err
+    np.testing.assert_allclose(drawn[0], drawn[1], atol=1e-5)  # both now stand on y
+
+
+def test_cli_titles_say_what_was_predicted(tmp_path, monkeypatch, capsys):
+    from pointea import viz as library
+    from pointea.data.io import write_point_cloud
+    from pointea.engine.checkpoint import load_model
+    from pointea.engine.predict import predict_points
+
+    titles = []
+
+    def compose(tiles, **kwargs):
+        titles.append(kwargs["title"])
+        return np.zeros((kwargs["height"], kwargs["width"], 3), np.uint8)
+
+    monkeypatch.setattr(library, "_compose", compose)
+    cloud = tmp_path / "shape.ply"
+    write_point_cloud(cloud, _sphere(300) * [1.0, 2.0, 1.0])
+    checkpoint = _tiny_checkpoint(tmp_path / "cls.pt", "classification")
+    assert _viz([str(cloud), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "c.png")]) == 0
+    best = predict_points(_sphere(300) * [1.0, 2.0, 1.0], *load_model(checkpoint), topk=1)["predictions"][0]
+    assert titles[-1] == f"shape.ply \u2014 predicted: {best['class']} ({100 * best['probability']:.1f} %)"
+
+    segmenter = _tiny_checkpoint(tmp_path / "seg.pt", "segmentation")
+    assert _viz([str(cloud), "--checkpoint", str(segmenter), "--category", "chair", "--out", str(tmp_path / "s.png")]) == 0
+    assert titles[-1] == "chair (shape.ply) \u2014 predicted parts"
+    assert _viz(["--dataset", "synthetic", "--index", "100", "--num-points", "64", "--checkpoint", str(segmenter),
+                 "--out", str(tmp_path / "d.png")]) == 0
+    assert re.fullmatch(r"\w+ \(synthetic test #100\) \u2014 ground truth and predicted parts", titles[-1])
+    page = tmp_path / "page.html"
+    assert _viz([str(cloud), "--checkpoint", str(checkpoint), "--html", str(page)]) == 0
+    assert f"<title>shape.ply \u2014 predicted: {best['class']} (" in page.read_text(encoding="utf-8")
+
+
+def test_cli_vocabulary_matches_the_other_commands():
+    from pointea.commands import viz as command
+
+    parser = argparse.ArgumentParser(prog="pointea")
+    command.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["viz", "cloud.ply"])
+    assert args.split == "test" and args.device == "auto" and args.zoom == 1.0
+    text = parser._subparsers._group_actions[0].choices["viz"].format_help()
+    for usage in ("--data-root DIR", "--checkpoint CKPT", "--count N", "--num-points N", "--columns N",
+                  "--width N", "--out PNG", "--html HTML", "--confusion JSON", "--curves DIR", "--device DEVICE"):
+        assert usage in text, usage

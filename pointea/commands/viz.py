@@ -8,19 +8,17 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from pointea.commands import positive_int
+from pointea.config import DATASETS
+from pointea.data.orientation import UP_AXES, dataset_up_axis, find_layout, guess_up_axis, to_y_up
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("synthetic", "modelnet40", "modelnet10", "shapenetpart")
 SPLITS = ("train", "val", "trainval", "test")
-# ModelNet's original meshes (and point files made from them) stand on z; the other layouts,
-# ShapeNetPart and the synthetic shapes stand on y.
-UP_AXIS_OF_LAYOUT = {"folder": "z"}
 
 EPILOG = """\
 examples:
@@ -37,6 +35,9 @@ examples:
   pointea viz --dataset synthetic --index 100 --html chair.html
   # an interactive Open3D window (needs a display)
   pointea viz cloud.ply --show
+  # a file whose up axis is z (without --up it comes from the dataset, the checkpoint's training
+  # data, or a guess from the cloud; stderr says which)
+  pointea viz scan.pcd --up z --out scan.png
   # training curves of a run, and the confusion matrix of an evaluation
   pointea viz --curves runs/cls --out curves.png
   pointea viz --confusion runs/cls/test.json --out confusion.png
@@ -45,11 +46,12 @@ examples:
 
 @dataclass
 class Names:
-    """Names shared by the items of one call (any may be unknown), and the clouds' up axis."""
+    """Names shared by the items of one call (any may be unknown), and the dataset's up axis."""
 
     classes: Optional[List[str]] = None  # class or category names
     part_names: Optional[List[str]] = None
-    up: str = "y"
+    up: Optional[str] = None  # known for dataset items
+    up_source: str = ""  # where ``up`` comes from, for the log line
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Item:
     label: Optional[int] = None
     parts: Optional[np.ndarray] = None  # (N,) ground truth or labels read from a file
     pred_label: Optional[int] = None
+    pred_probability: Optional[float] = None  # of pred_label
     pred_parts: Optional[np.ndarray] = None
 
 
@@ -87,20 +90,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed for synthetic)")
     source.add_argument("--split", default="test", choices=SPLITS, help="dataset split (default: test)")
     source.add_argument("--index", type=int, nargs="+", metavar="I", help="dataset item(s) (default: 0)")
-    source.add_argument("--count", type=positive_int, metavar="K",
-                        help="a gallery of K items spread evenly over the split (datasets are sorted by class)")
+    source.add_argument("--count", type=positive_int, metavar="N",
+                        help="a gallery of N items spread evenly over the split (datasets are sorted by class)")
     source.add_argument("--num-points", type=positive_int, metavar="N",
                         help="points per dataset cloud (default: the checkpoint's, else the dataset's)")
     source.add_argument("--checkpoint", metavar="CKPT", help="predict with this checkpoint before drawing")
     source.add_argument("--category", metavar="NAME",
                         help="category of the files for a segmentation checkpoint (e.g. Chair)")
-    source.add_argument("--device", default="cpu", help="device for --checkpoint (default: cpu)")
+    source.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="device for --checkpoint: auto (default), cpu, cuda or cuda:N")
 
     output = parser.add_argument_group("output")
     output.add_argument("--out", metavar="PNG", help="write a PNG (rendered offscreen, no display needed)")
     output.add_argument("--html", metavar="HTML", help="write a self-contained interactive HTML page")
     output.add_argument("--show", action="store_true", help="open an interactive Open3D window")
-    output.add_argument("--curves", metavar="RUN_DIR", help="plot the training curves of a run folder")
+    output.add_argument("--curves", metavar="DIR", help="plot the training curves of a run folder")
     output.add_argument("--confusion", metavar="JSON",
                         help="plot the confusion matrix of an evaluation's metrics JSON")
 
@@ -108,15 +112,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     view.add_argument("--title", help="caption above the image (default: the item's name)")
     view.add_argument("--no-errors", dest="errors", action="store_false",
                       help="leave out the view of wrongly labelled points")
-    view.add_argument("--columns", type=int, metavar="C", help="gallery columns (default: about square)")
-    view.add_argument("--width", type=int, help="image width in pixels (default: 800, 1200 for several views)")
-    view.add_argument("--height", type=int, help="image height in pixels (default: 600, or fitted to the views)")
+    view.add_argument("--columns", type=positive_int, metavar="N", help="gallery columns (default: about square)")
+    view.add_argument("--width", type=positive_int, metavar="N",
+                      help="image width in pixels (default: 800, 1200 for several views)")
+    view.add_argument("--height", type=positive_int, metavar="N",
+                      help="image height in pixels (default: 600, or fitted to the views)")
     view.add_argument("--point-size", type=float, help="point size in pixels (default: 3, 2 in galleries)")
     view.add_argument("--azimuth", type=float, default=30.0, help="degrees around the up axis (default: 30)")
     view.add_argument("--elevation", type=float, default=20.0, help="degrees above the horizon (default: 20)")
-    view.add_argument("--zoom", type=float, default=0.8, help="Open3D zoom, smaller is closer (default: 0.8)")
-    view.add_argument("--up", choices=("x", "y", "z"),
-                      help="up axis of the clouds (default: z for ModelNet's folder layout, else y)")
+    view.add_argument("--zoom", type=float, default=1.0,
+                      help="camera distance relative to the one that fits the whole cloud in view with a "
+                           "margin; smaller is closer (default: 1)")
+    view.add_argument("--up", choices=UP_AXES,
+                      help="up axis of the clouds (default: the dataset's, else that of the checkpoint's "
+                           "training data, else guessed from each cloud)")
     return parser
 
 
@@ -197,7 +206,7 @@ def _draw(args: argparse.Namespace) -> int:
     if args.index and args.count:
         raise ValueError("give --index or --count, not both")
     if not args.paths and not args.dataset:
-        raise ValueError("nothing to draw: give point cloud files, --dataset NAME, --curves RUN_DIR "
+        raise ValueError("nothing to draw: give point cloud files, --dataset NAME, --curves DIR "
                          "or --confusion JSON")
 
     model = None
@@ -216,7 +225,7 @@ def _draw(args: argparse.Namespace) -> int:
         _predict(model, meta, items)
     if args.html and len(items) != 1:  # checked before anything is written
         raise ValueError(f"--html draws one cloud, got {len(items)}; choose one file or one --index")
-    args.up = args.up or names.up
+    args.up = _up_axis(args, names, meta, items)
     camera = viz.Camera(azimuth=args.azimuth, elevation=args.elevation, zoom=args.zoom, up=args.up)
 
     if args.out:
@@ -255,8 +264,10 @@ def _dataset_items(args: argparse.Namespace, meta: Dict[str, Any]):
     if trained_on and classes and list(trained_on) != list(classes):
         raise ValueError(f"the checkpoint knows {len(trained_on)} classes ({', '.join(trained_on[:4])}, ...) but "
                          f"{args.dataset} has {len(classes)} ({', '.join(list(classes)[:4])}, ...)")
+    layout = getattr(dataset, "layout", None)
     names = Names(list(classes) if classes else None, list(getattr(dataset, "part_names", None) or []) or None,
-                  up=UP_AXIS_OF_LAYOUT.get(getattr(dataset, "layout", None), "y"))
+                  up=dataset_up_axis(args.dataset, layout),
+                  up_source=f"from the dataset {args.dataset}" + (f", {layout} layout" if layout else ""))
     items = []
     for index in indices:
         sample = dataset[index]
@@ -298,14 +309,58 @@ def _predict(model, meta: Dict[str, Any], items: List[Item]) -> None:
     categories = meta.get("categories") or []
     for item in items:
         if model.config.task == "classification":
-            result = predict_points(item.points, model, meta, topk=1)
-            item.pred_label = int(result["predictions"][0]["index"])
+            best = predict_points(item.points, model, meta, topk=1)["predictions"][0]
+            item.pred_label, item.pred_probability = int(best["index"]), float(best["probability"])
             continue
         if item.label is None:
             raise ValueError(f"segmenting {item.name} needs its category: pass --category NAME "
                              f"(one of {', '.join(categories)})")
         category = categories[item.label] if item.label < len(categories) else str(item.label)
         item.pred_parts = predict_points(item.points, model, meta, category=category)["labels"]
+
+
+def _up_axis(args: argparse.Namespace, names: Names, meta: Dict[str, Any], items: List[Item]) -> str:
+    """The up axis to draw with, said on stderr with its source.
+
+    In order: ``--up``, the dataset's, the checkpoint's training data's, a guess from the clouds.
+    When the guesses for several files differ, each cloud is turned so that its up is y.
+    """
+    if args.up:
+        up, source = args.up, "from --up"
+    elif names.up:
+        up, source = names.up, names.up_source
+    else:
+        up, source = _checkpoint_up_axis(meta)
+    if up is None:
+        guesses = [guess_up_axis(item.points) for item in items]
+        if len({axis for axis, _ in guesses}) > 1:
+            for item, (axis, _) in zip(items, guesses):
+                item.points = to_y_up(item.points, axis).astype(np.float32)
+            up = "y"
+            source = ("guessed per cloud, each turned to y: "
+                      + ", ".join(f"{item.name} {axis}" for item, (axis, _) in zip(items, guesses)))
+        else:
+            up = guesses[0][0]
+            source = guesses[0][1] + (f"; {source}" if source else "")
+    print(f"up axis: {up} ({source})", file=sys.stderr)
+    return up
+
+
+def _checkpoint_up_axis(meta: Dict[str, Any]) -> Tuple[Optional[str], str]:
+    """``(axis or None, reason)`` from the training data a checkpoint records."""
+    name = meta.get("name")
+    if not name:
+        return None, ""
+    data = meta.get("config", {}).get("data") or {}
+    layout = meta.get("layout") or data.get("layout")
+    root = data.get("root")
+    if layout is None and root and dataset_up_axis(name) is None:
+        layout = find_layout(name, root)
+    up = dataset_up_axis(name, layout)
+    if up is None:
+        where = f"at {root}" if root else "(no data root recorded)"
+        return None, f"the layout of the checkpoint's training data {name} is unknown: not found {where}"
+    return up, f"from the checkpoint's training data {name}" + (f", {layout} layout" if layout else "")
 
 
 def _name(names: Optional[List[str]], index: Optional[int]) -> Optional[str]:
@@ -328,7 +383,7 @@ def _render(items: List[Item], names: Names, args: argparse.Namespace, camera, t
             samples = [viz.ClassificationSample(item.points, item.label, item.pred_label) for item in items]
             return viz.view_classification_gallery(samples, names.classes or _numbered(items), ncols=args.columns,
                                                    title=args.title, width=width, height=args.height, **common)
-        samples = [viz.SegmentationSample(item.points, item.parts if item.parts is not None else item.pred_parts,
+        samples = [viz.SegmentationSample(item.points, _labels_or_none(item),
                                           item.pred_parts if item.parts is not None else None, item.label)
                    for item in items]
         return viz.view_segmentation_gallery(samples, category_names=names.classes, ncols=args.columns,
@@ -343,11 +398,19 @@ def _render(items: List[Item], names: Names, args: argparse.Namespace, camera, t
     width, height = args.width or 800, args.height or 600
     if classification and item.pred_label is not None:
         return viz.view_classification(item.points, true_name=_name(names.classes, item.label),
-                                       pred_name=_name(names.classes, item.pred_label), width=width,
-                                       height=height, **common)
+                                       pred_name=_name(names.classes, item.pred_label), title=title,
+                                       width=width, height=height, **common)
     parts = item.pred_parts if item.pred_parts is not None else item.parts
     return viz.view_parts(item.points, parts, part_names=names.part_names, title=title, width=width,
                           height=height, **common)
+
+
+def _labels_or_none(item: Item) -> np.ndarray:
+    """The item's labels, predicted ones when it has no others, else -1 (drawn grey, unlabelled)."""
+    for labels in (item.parts, item.pred_parts):
+        if labels is not None:
+            return labels
+    return np.full(len(item.points), -1, dtype=np.int64)
 
 
 def _numbered(items: List[Item]) -> List[str]:
@@ -356,8 +419,16 @@ def _numbered(items: List[Item]) -> List[str]:
 
 
 def _title(item: Item, names: Names) -> str:
+    """The item's name and known class, and what was predicted, e.g.
+    "chair.ply — predicted: chair (97.3 %)"."""
     label = _name(names.classes, item.label)
-    return f"{label} ({item.name})" if label else item.name
+    title = f"{label} ({item.name})" if label else item.name
+    if item.pred_label is not None:
+        probability = f" ({100 * item.pred_probability:.1f} %)" if item.pred_probability is not None else ""
+        title += f" \u2014 predicted: {_name(names.classes, item.pred_label)}{probability}"
+    elif item.pred_parts is not None:
+        title += " \u2014 ground truth and predicted parts" if item.parts is not None else " \u2014 predicted parts"
+    return title
 
 
 def _write_html(items: List[Item], names: Names, args: argparse.Namespace) -> None:
@@ -365,8 +436,6 @@ def _write_html(items: List[Item], names: Names, args: argparse.Namespace) -> No
 
     item = items[0]
     title = args.title if args.title is not None else _title(item, names)
-    if item.pred_label is not None:
-        title += f" \u2014 predicted: {_name(names.classes, item.pred_label)}"
     labels, pred = item.parts, item.pred_parts
     if labels is None:
         labels, pred = pred, None
