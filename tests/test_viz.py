@@ -673,3 +673,19 @@ def test_cli_vocabulary_matches_the_other_commands():
     for usage in ("--data-root DIR", "--checkpoint CKPT", "--count N", "--num-points N", "--columns N",
                   "--width N", "--out PNG", "--html HTML", "--confusion JSON", "--curves DIR", "--device DEVICE"):
         assert usage in text, usage
+
+
+def test_cli_html_page_stands_a_z_up_file_on_y(tmp_path, capsys):
+    import base64
+
+    chair = _z_up_chair(tmp_path / "chair.ply")
+    page = tmp_path / "chair.html"
+    assert _viz([str(chair), "--html", str(page)]) == 0
+    assert "up axis: z" in capsys.readouterr().err
+    text = page.read_text(encoding="utf-8")
+    payload = json.loads(re.search(r'<script id="pointea-data" type="application/json">(.*?)</script>', text,
+                                   re.S).group(1))
+    shown = np.frombuffer(base64.b64decode(payload["points"]), dtype="<f4").reshape(-1, 3)
+    parts = np.frombuffer(base64.b64decode(payload["views"][0]["groups"]), dtype="<u2")  # legend order: 0, 1, 2
+    heights = [shown[parts == k, 1].mean() for k in range(3)]  # the page draws +y upwards
+    assert heights[1] > heights[0] > heights[2]  # back over seat over legs
