@@ -689,3 +689,17 @@ def test_cli_html_page_stands_a_z_up_file_on_y(tmp_path, capsys):
     parts = np.frombuffer(base64.b64decode(payload["views"][0]["groups"]), dtype="<u2")  # legend order: 0, 1, 2
     heights = [shown[parts == k, 1].mean() for k in range(3)]  # the page draws +y upwards
     assert heights[1] > heights[0] > heights[2]  # back over seat over legs
+
+
+def test_cli_plots_the_confusion_matrix_of_a_by_name_evaluation(tmp_path):
+    # eval of 40-class weights on a 2-class subset: rows are the dataset's classes, one more
+    # column counts predictions outside them
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"confusion_matrix": [[3, 0, 1], [1, 2, 1]], "classes": ["a", "b"],
+                                   "confusion_columns": ["a", "b", "other"]}))
+    assert _viz(["--confusion", str(metrics), "--out", str(tmp_path / "confusion.png")]) == 0
+    assert _read_png(tmp_path / "confusion.png").shape[0] > 100
+    # the same table without the column names is not a confusion matrix
+    metrics.write_text(json.dumps({"confusion_matrix": [[3, 0, 1], [1, 2, 1]], "classes": ["a", "b"]}))
+    assert _viz(["--confusion", str(metrics), "--out", str(tmp_path / "bad.png")]) == 2
+    assert not (tmp_path / "bad.png").exists()

@@ -158,8 +158,8 @@ def _plot(args: argparse.Namespace) -> int:
     else:
         if not args.out:
             raise ValueError("--confusion needs --out PNG")
-        matrix, names = _read_confusion(Path(args.confusion))
-        written = plots.plot_confusion_matrix(matrix, names, args.out)
+        matrix, names, columns = _read_confusion(Path(args.confusion))
+        written = plots.plot_confusion_matrix(matrix, names, args.out, column_names=columns)
     print(f"wrote {written}")
     return 0
 
@@ -180,10 +180,14 @@ def _read_confusion(path: Path):
         matrix = np.asarray(metrics["confusion_matrix"], dtype=np.float64)
     except (TypeError, ValueError):
         matrix = None
-    if matrix is None or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"{path}: 'confusion_matrix' must be a square table of counts")
+    # a by-name evaluation on a subset of the model's classes adds an "other" column
+    columns = metrics.get("confusion_columns")
+    width = len(columns) if isinstance(columns, list) else len(matrix) if matrix is not None else 0
+    if matrix is None or matrix.ndim != 2 or matrix.shape[1] != width or not 0 < matrix.shape[0] <= width:
+        raise ValueError(f"{path}: 'confusion_matrix' must be a table of counts, square or with the "
+                         "columns 'confusion_columns' names")
     names = metrics.get("classes") or [str(i) for i in range(len(matrix))]
-    return matrix, list(names)
+    return matrix, list(names), columns if isinstance(columns, list) else None
 
 
 # --------------------------------------------------------------------------------------------
