@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from pointea.data.cache import cache_file, load_or_build
 from pointea.data.io import validate_points
-from pointea.data.modelnet import (
+from pointea.data.layout import (
     check_dataset_arguments,
     check_labels,
     check_shape_points,
