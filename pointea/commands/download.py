@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-DATASETS = ("modelnet40", "modelnet10", "shapenetpart")
+DATASETS = ("modelnet40", "modelnet10", "shapenetpart", "scanobjectnn")
 
 EPILOG = """\
 examples:
@@ -20,6 +20,8 @@ examples:
   pointea download modelnet10 --data-root data --url file:///downloads/ModelNet10.zip
   # try a mirror (base URL or folder holding the archives) before the original hosts
   POINTEA_DATA_MIRROR=https://mirror.example.org/pointea pointea download modelnet40 --data-root data
+  # ScanObjectNN is sent on request only: this prints how to request it and where to unpack it
+  pointea download scanobjectnn --data-root data
 
 An interrupted download resumes from DIR/<archive>.part when run again. An archive placed by hand
 at DIR/<archive> is checked and unpacked without downloading. Archives with a published sha256
@@ -32,7 +34,7 @@ or at 200x expansion (--max-ratio); the largest known archive, ModelNet40.zip, u
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "download",
-        help="download and unpack ModelNet40, ModelNet10 or ShapeNetPart",
+        help="download and unpack ModelNet40, ModelNet10 or ShapeNetPart (ScanObjectNN: how to request it)",
         description=(
             "Download a benchmark archive (resumable), check its sha256 where one is published, and "
             "unpack it safely under --data-root. Already unpacked datasets are left alone."
@@ -59,9 +61,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pointea.data.download import DownloadError, candidate_sources, download_dataset
+    from pointea.data.download import (
+        ON_REQUEST, DownloadError, candidate_sources, download_dataset, request_instructions,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.list and args.dataset in ON_REQUEST:  # no archive to list, only the steps
+        print(request_instructions(args.dataset, args.data_root))
+        return 0
     if args.list:
         for source in candidate_sources(args.dataset, args.url, args.sha256):
             checksum = source.sha256 or "none published (downloads are not verified)"

@@ -12,8 +12,10 @@ from pointea.data.io import read_labeled_point_cloud, read_point_cloud, write_po
 _LAZY = {
     "ModelNet10": "pointea.data.modelnet",
     "ModelNet40": "pointea.data.modelnet",
+    "SCANOBJECTNN_CLASSES": "pointea.data.scanobjectnn",
     "SHAPENETPART_CATEGORIES": "pointea.data.shapenetpart",
     "SHAPENETPART_CATEGORY_PARTS": "pointea.data.shapenetpart",
+    "ScanObjectNN": "pointea.data.scanobjectnn",
     "ShapeNetPart": "pointea.data.shapenetpart",
     "SyntheticShapes": "pointea.data.synthetic",
 }

@@ -125,6 +125,34 @@ SOURCES: Dict[str, List[Source]] = {
 }
 
 
+@dataclass(frozen=True)
+class OnRequest:
+    """A dataset its authors send only on request: nothing to fetch, only the steps to get it.
+
+    Attributes:
+        request_url: the page with the request (terms-of-use) form.
+        archive: the file the authors send a link to.
+        folder: where to unpack it, relative to the data root.
+        unpacked: a folder the unpacked archive holds, relative to ``folder`` (proves it is there).
+        layout: short description of what the archive holds.
+    """
+
+    request_url: str
+    archive: str
+    folder: str
+    unpacked: str
+    layout: str
+
+
+# ScanObjectNN (hkust-vgd/scanobjectnn README): the h5 files come after the form on the project
+# page is filled in; h5_files.zip unpacks to h5_files/ (the layout PointNeXt's docs use).
+ON_REQUEST: Dict[str, OnRequest] = {
+    "scanobjectnn": OnRequest(
+        "https://hkust-vgd.github.io/scanobjectnn/", "h5_files.zip", "ScanObjectNN", "h5_files/main_split",
+        "HDF5, 2,048 points per object; main_split/ holds OBJ_BG and PB_*, main_split_nobg/ OBJ_ONLY"),
+}
+
+
 class DownloadError(RuntimeError):
     """No archive of a dataset could be fetched; the message says how to get it by hand."""
 
@@ -148,7 +176,9 @@ def download_dataset(
     """Download and unpack dataset ``name`` under ``root``; do nothing if it is already there.
 
     Args:
-        name: a key of :data:`SOURCES` (``modelnet40``, ``modelnet10``, ``shapenetpart``).
+        name: a key of :data:`SOURCES` (``modelnet40``, ``modelnet10``, ``shapenetpart``) or of
+            :data:`ON_REQUEST` (``scanobjectnn``: nothing is fetched; present, its folder is
+            returned, else DownloadError says how to request it).
         root: folder receiving the archive and the unpacked dataset folder.
         url: fetch this archive instead of the known ones (a mirror or a local ``file://`` copy).
         sha256: expected digest of the archive at ``url`` (or of the first known archive).
@@ -166,8 +196,10 @@ def download_dataset(
         ChecksumError: the archive's sha256 differs from the expected one (the file is removed).
         DownloadError: no archive could be fetched; says which archive to fetch and where to unpack it.
     """
+    if name in ON_REQUEST:
+        return _on_request(name, Path(root).expanduser())
     if name not in SOURCES:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(SOURCES)}")
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join([*SOURCES, *ON_REQUEST])}")
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
     limits = dict(max_unpacked_gb=max_unpacked_gb, max_ratio=max_ratio)
@@ -609,6 +641,30 @@ def _remove_if_empty(folders: List[Path]) -> None:
             folder.rmdir()
         except OSError:  # not empty (a dataset, an archive or a .part to resume) or already gone
             return
+
+
+def request_instructions(name: str, root: PathLike) -> str:
+    """The steps to get an :data:`ON_REQUEST` dataset into ``root``."""
+    request = ON_REQUEST[name]
+    target = Path(root).expanduser() / request.folder
+    return "\n".join([
+        f"{name} cannot be downloaded automatically: its authors send it on request only.",
+        f"  1. Fill in the request (terms-of-use) form linked from {request.request_url}",
+        f"  2. Download {request.archive} ({request.layout}) from the link they send",
+        f"  3. Unpack it in {target}/ so that {target / request.unpacked}/ exists",
+        f"     ({target / PurePosixPath(request.unpacked).name}/ is read too)",
+    ])
+
+
+def _on_request(name: str, root: Path) -> Path:
+    """The unpacked folder of an :data:`ON_REQUEST` dataset; DownloadError with the steps when absent."""
+    request = ON_REQUEST[name]
+    target = root / request.folder
+    for folder in (target / request.unpacked, target / PurePosixPath(request.unpacked).name):
+        if folder.is_dir() and any(folder.iterdir()):
+            logger.info("%s already present at %s", name, folder)
+            return folder
+    raise DownloadError(request_instructions(name, root))
 
 
 def _manual_instructions(name: str, root: Path, sources: List[Source], failures: List[str]) -> str:
