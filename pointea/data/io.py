@@ -26,7 +26,7 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -60,9 +60,22 @@ _PLY_TYPES = {
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }
 _NORMAL_NAMES = (("nx", "ny", "nz"), ("normal_x", "normal_y", "normal_z"))
-_LABEL_NAMES = ("label", "labels", "class", "part", "scalar_label")
+_FIELD_KIND = {"PLY": "PLY property", "PCD": "PCD field"}
+# Per-point label fields of PLY / PCD files, matched case-insensitively, first match wins; each
+# also under CloudCompare's "scalar_" prefix (it writes scalar fields as scalar_<Name>, e.g.
+# scalar_Classification for a LAS classification, scalar_label).
+LABEL_FIELDS = ("label", "labels", "class", "classification", "part")
+_SCALAR_PREFIX = "scalar_"
 
 Labels = Optional[np.ndarray]
+
+
+class LabeledCloud(NamedTuple):
+    """A cloud, its per-point labels (or None) and where the labels were found (or None)."""
+
+    points: np.ndarray  # (N, 3) or (N, 6)
+    labels: Labels  # (N,) int64
+    label_source: Optional[str]  # e.g. "PLY property 'scalar_Classification'", "column 4"
 
 
 # --------------------------------------------------------------------------- validation
@@ -159,8 +172,7 @@ def read_point_cloud(
         ValueError: unknown suffix, symbolic link loop, malformed or truncated file, declared
             sizes the file cannot hold, more than ``max_points`` points, NaN values, empty cloud.
     """
-    points, _ = _read(path, num_mesh_points, seed, dtype, max_points)
-    return points
+    return _read(path, num_mesh_points, seed, dtype, max_points).points
 
 
 def read_labeled_point_cloud(
@@ -172,14 +184,51 @@ def read_labeled_point_cloud(
 ) -> Tuple[np.ndarray, Labels]:
     """Read a point cloud and its per-point labels when the file carries them.
 
-    Labels come from a PLY vertex property ``label``, a PCD field ``label``, a text file's 4th
-    column after xyz (exactly 4 columns) or 7th after xyz + normals (exactly 7 columns), or the
-    ``labels`` array of an ``.npz``.
+    Labels come from a PLY vertex property or PCD field named ``label``, ``class``,
+    ``classification``, ``part`` (any case, also CloudCompare's ``scalar_Classification`` /
+    ``scalar_label``; see :data:`LABEL_FIELDS`), a text file's 4th column after xyz (exactly 4
+    columns) or 7th after xyz + normals (exactly 7 columns), the same last column of an ``.npy``
+    array when it holds whole numbers, or the ``labels`` array of an ``.npz``.
 
     Returns:
         ``(points, labels)``: points as in :func:`read_point_cloud`, labels int64 ``(N,)`` or None.
     """
+    points, labels, _ = _read(path, num_mesh_points, seed, dtype, max_points)
+    return points, labels
+
+
+def read_labeled_cloud(
+    path: PathLike,
+    num_mesh_points: int = 10_000,
+    seed: int = 0,
+    dtype: DTypeLike = np.float32,
+    max_points: int = MAX_POINTS,
+) -> LabeledCloud:
+    """:func:`read_labeled_point_cloud` plus where the labels came from.
+
+    Label fields of PLY / PCD files are those of :data:`LABEL_FIELDS`, case-insensitive, also with
+    CloudCompare's ``scalar_`` prefix (``scalar_Classification``, ``scalar_label``); a text or
+    ``.npy`` table's last column when it has 4 or 7 columns (an ``.npy`` last column counts only
+    when it holds whole numbers, so ``x y z intensity`` arrays stay unlabelled); an ``.npz``'s
+    ``labels`` array.
+
+    Returns:
+        :class:`LabeledCloud` ``(points, labels, label_source)``; the source names the field,
+        e.g. ``"PLY property 'scalar_Classification'"``, ``"column 4"`` or ``"'labels' array"``,
+        so that files labelled in different ways can be told apart.
+    """
     return _read(path, num_mesh_points, seed, dtype, max_points)
+
+
+def label_field(names: List[str]) -> Optional[str]:
+    """The per-point label field among a PLY / PCD file's field ``names``, or None (see
+    :data:`LABEL_FIELDS`)."""
+    lowered = {name.lower(): name for name in names}
+    for wanted in LABEL_FIELDS:
+        for candidate in (wanted, _SCALAR_PREFIX + wanted):
+            if candidate in lowered:
+                return lowered[candidate]
+    return None
 
 
 def write_point_cloud(
@@ -319,21 +368,22 @@ def _existing_file(path: PathLike) -> Path:
 
 def _read(
     path: PathLike, num_mesh_points: int, seed: int, dtype: DTypeLike, max_points: int
-) -> Tuple[np.ndarray, Labels]:
+) -> LabeledCloud:
     path = _existing_file(path)
     suffix = path.suffix.lower()
     source = str(path)
     if suffix in MESH_SUFFIXES:
         vertices, faces = _parse(read_mesh, path)
         if len(faces) == 0:  # a mesh file holding vertices only is a point cloud
-            return validate_points(vertices, source, dtype), None
-        return sample_mesh_surface(vertices, faces, num_mesh_points, seed, source).astype(dtype, copy=False), None
+            return LabeledCloud(validate_points(vertices, source, dtype), None, None)
+        sampled = sample_mesh_surface(vertices, faces, num_mesh_points, seed, source)
+        return LabeledCloud(sampled.astype(dtype, copy=False), None, None)
     # Formats whose header declares a point count take the limit; text is bounded by its size.
     counted = {".ply": _read_ply, ".pcd": _read_pcd, ".npy": _read_npy, ".npz": _read_npz}
     if suffix in counted:
-        points, labels = _parse(counted[suffix], path, max_points)
+        points, labels, label_source = _parse(counted[suffix], path, max_points)
     elif suffix in (".xyz", ".txt", ".csv", ".pts"):
-        points, labels = _parse(_read_text, path)
+        points, labels, label_source = _parse(_read_text, path)
     else:
         raise ValueError(
             f"{path}: unsupported suffix {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
@@ -341,7 +391,7 @@ def _read(
     points = validate_points(points, source, dtype)
     if labels is not None:
         labels = validate_labels(labels, len(points), source)
-    return points, labels
+    return LabeledCloud(points, labels, label_source)
 
 
 def _count(token: str, what: str, path: Path) -> int:
@@ -377,8 +427,8 @@ def _parse(reader: Callable[..., Any], path: Path, *args: Any) -> Any:
         raise ValueError(f"{path}: malformed {kind} file ({type(error).__name__}: {error})") from error
 
 
-def _columns(named: Dict[str, np.ndarray], source: str) -> Tuple[np.ndarray, Labels]:
-    """Assemble ``(N, 3|6)`` points and optional labels from named columns (PLY / PCD fields)."""
+def _columns(named: Dict[str, np.ndarray], source: str, kind: str) -> LabeledCloud:
+    """Assemble ``(N, 3|6)`` points and optional labels from named columns (``kind``: PLY / PCD fields)."""
     missing = [name for name in ("x", "y", "z") if name not in named]
     if missing:
         raise ValueError(f"{source}: no {'/'.join(missing)} field; found {', '.join(named) or 'none'}")
@@ -388,14 +438,15 @@ def _columns(named: Dict[str, np.ndarray], source: str) -> Tuple[np.ndarray, Lab
             columns += [named[name] for name in names]
             break
     points = np.stack([np.asarray(c, dtype=np.float64) for c in columns], axis=1)
-    label_name = next((name for name in _LABEL_NAMES if name in named), None)
-    labels = named[label_name] if label_name else None
-    return points, labels
+    label_name = label_field(list(named))
+    if label_name is None:
+        return LabeledCloud(points, None, None)
+    return LabeledCloud(points, named[label_name], f"{kind} {label_name!r}")
 
 
 def _read_binary_columns(
     path: Path, dtype: np.dtype, count: int, offset: int, fmt: str, records: str
-) -> Tuple[np.ndarray, Labels]:
+) -> LabeledCloud:
     """``count`` records of ``dtype`` from byte ``offset`` on, as points and labels.
 
     ``fmt`` and ``records`` name the format and its records in the error of a truncated file,
@@ -408,7 +459,7 @@ def _read_binary_columns(
             f"{path}: truncated binary {fmt}, {count} {records} need {needed} bytes, file has {size}"
         )
     table = np.fromfile(path, dtype=dtype, count=count, offset=offset)
-    return _columns({name: table[name] for name in dtype.names}, str(path))
+    return _columns({name: table[name] for name in dtype.names}, str(path), _FIELD_KIND[fmt])
 
 
 # --------------------------------------------------------------------------- PLY
@@ -426,7 +477,7 @@ def _read_header(handle, path: Path, end: bytes, max_lines: int = 10_000) -> Lis
     raise ValueError(f"{path}: no {end.decode()!r} within the first {max_lines} header lines")
 
 
-def _read_ply(path: Path, max_points: int) -> Tuple[np.ndarray, Labels]:
+def _read_ply(path: Path, max_points: int) -> LabeledCloud:
     with open(path, "rb") as handle:
         magic = handle.readline().strip()
         if magic != b"ply":
@@ -499,7 +550,7 @@ def _read_ply(path: Path, max_points: int) -> Tuple[np.ndarray, Labels]:
             )
         table = values.reshape(count, len(props))
         named = {name: table[:, i] for i, (name, _, _) in enumerate(props)}
-        return _columns(named, str(path))
+        return _columns(named, str(path), _FIELD_KIND["PLY"])
 
     endian = "<" if fmt == "binary_little_endian" else ">"
     offset = body_offset
@@ -555,7 +606,7 @@ _PCD_TYPES = {("F", 4): "f4", ("F", 8): "f8", ("I", 1): "i1", ("I", 2): "i2", ("
               ("I", 8): "i8", ("U", 1): "u1", ("U", 2): "u2", ("U", 4): "u4", ("U", 8): "u8"}
 
 
-def _read_pcd(path: Path, max_points: int) -> Tuple[np.ndarray, Labels]:
+def _read_pcd(path: Path, max_points: int) -> LabeledCloud:
     with open(path, "rb") as handle:
         header = _read_header(handle, path, b"DATA", max_lines=100)
         body_offset = handle.tell()
@@ -619,11 +670,11 @@ def _read_pcd(path: Path, max_points: int) -> Tuple[np.ndarray, Labels]:
         for (name, *_), n in zip(dtype_fields, counts):
             named[name] = table[:, column]
             column += int(n)
-        return _columns(named, str(path))
+        return _columns(named, str(path), _FIELD_KIND["PCD"])
     if data_kind == "binary":
         return _read_binary_columns(path, dtype, count, body_offset, "PCD", "points")
     if data_kind == "binary_compressed":
-        return _columns(_read_pcd_compressed(path, body_offset, dtype, count), str(path))
+        return _columns(_read_pcd_compressed(path, body_offset, dtype, count), str(path), _FIELD_KIND["PCD"])
     raise ValueError(f"{path}: unknown PCD DATA {data_kind!r}; expected ascii, binary or binary_compressed")
 
 
@@ -711,7 +762,7 @@ def _lzf_decompress(data: bytes, size: int, path: Path) -> bytearray:
 _NUMBER = re.compile(r"^[\s,;]*[-+]?(\d|\.\d|nan|inf)", re.IGNORECASE)
 
 
-def _read_text(path: Path) -> Tuple[np.ndarray, Labels]:
+def _read_text(path: Path) -> LabeledCloud:
     # Find the first content line (skipping blank and '#' lines); a non-numeric one is a header.
     header_rows, sample = 0, ""
     with open(path, "r", encoding="utf-8", errors="replace") as handle:
@@ -744,6 +795,8 @@ def _read_text(path: Path) -> Tuple[np.ndarray, Labels]:
         raise ValueError(f"{path}: rows have {columns} columns; expected {layouts}")
     width = 6 if columns >= 6 else 3
     points, labels = table[:, :width], None
+    if columns == width:
+        return LabeledCloud(points, None, None)
     if columns > width:
         labels = table[:, width]
         whole = np.isfinite(labels) & (labels == np.round(labels))
@@ -753,7 +806,7 @@ def _read_text(path: Path) -> Tuple[np.ndarray, Labels]:
                 f"{path}: column {columns} is a label and must hold integers, data row {row + 1} "
                 f"has {labels[row]:g}; expected {layouts}"
             )
-    return points, labels
+    return LabeledCloud(points, labels, f"column {columns}")
 
 
 def _first_bad_row(path: Path, delimiter: Optional[str], header_rows: int) -> Optional[str]:
@@ -823,11 +876,18 @@ def _npy_header(stream: BinaryIO, size: int, source: str, max_points: int) -> Tu
     return dtype, shape, fortran_order
 
 
-def _read_npy(path: Path, max_points: int) -> Tuple[np.ndarray, Labels]:
+def _read_npy(path: Path, max_points: int) -> LabeledCloud:
     with open(path, "rb") as handle:
         dtype, shape, fortran_order = _npy_header(handle, path.stat().st_size, str(path), max_points)
         flat = np.fromfile(handle, dtype=dtype, count=math.prod(shape))
-    return _point_columns(flat.reshape(shape, order="F" if fortran_order else "C"), str(path)), None
+    array = flat.reshape(shape, order="F" if fortran_order else "C")
+    points = _point_columns(array, str(path))
+    # the text layouts' rule: 4 or 7 columns end with a label, here only when it is one (whole numbers)
+    if array.ndim == 2 and array.shape[1] in (4, 7):
+        last = array[:, -1]
+        if np.isfinite(last).all() and (last == np.round(last)).all():
+            return LabeledCloud(points, last, f"column {array.shape[1]}")
+    return LabeledCloud(points, None, None)
 
 
 def _read_npz_member(archive: zipfile.ZipFile, name: str, path: Path, max_points: int) -> np.ndarray:
@@ -851,7 +911,7 @@ def _read_npz_member(archive: zipfile.ZipFile, name: str, path: Path, max_points
     return np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
 
 
-def _read_npz(path: Path, max_points: int) -> Tuple[np.ndarray, Labels]:
+def _read_npz(path: Path, max_points: int) -> LabeledCloud:
     try:
         with zipfile.ZipFile(path) as archive:
             # Only the arrays that make the cloud are inflated; np.savez names members "<key>.npy".
@@ -872,7 +932,7 @@ def _read_npz(path: Path, max_points: int) -> Tuple[np.ndarray, Labels]:
             labels = _read_npz_member(archive, "labels", path, max_points) if "labels" in names else None
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as error:
         raise ValueError(f"{path}: not a readable .npz file ({error})") from None
-    return _point_columns(points, str(path)), labels
+    return LabeledCloud(_point_columns(points, str(path)), labels, None if labels is None else "'labels' array")
 
 
 def _point_columns(array: np.ndarray, source: str) -> np.ndarray:
