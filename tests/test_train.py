@@ -440,16 +440,16 @@ def test_concurrent_resume_is_refused_and_the_log_keeps_every_line(tmp_path):
 FULL_AFTER_FIRST_SAVE = """
 import resource, signal, sys
 from pointea.cli import main
-from pointea.engine import train as train_module
+from pointea.engine import checkpoint as checkpoint_module
 
-real_save = train_module._save_last
+real_save = checkpoint_module.save_last
 
 def save_then_fill_the_disk(*args, **kwargs):
     real_save(*args, **kwargs)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
 
-train_module._save_last = save_then_fill_the_disk
+checkpoint_module.save_last = save_then_fill_the_disk
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -17,11 +17,14 @@ loads with ``torch.load(weights_only=True)`` (no arbitrary code runs when openin
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import pickle
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,6 +33,8 @@ from torch import nn
 from pointea.atomic import atomic_path
 from pointea.engine.device import resolve_device
 from pointea.pretrained import resolve_checkpoint
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
@@ -40,6 +45,10 @@ TRAINING_STATE_KEYS = (
     "optimizer", "scheduler", "epoch", "step", "rng", "best_metric", "best_epoch", "best_val", "train_time_s",
     "trained_model", "ema_num_averaged",
 )
+# settings a resumed run must keep: they shape the model, the data or the optimizer state
+# (data.root and data.cache_dir may change, e.g. after moving the data)
+RESUME_FIXED = ("model.", "data.", "train.optimizer", "train.batch_size")
+RESUME_MOVABLE = ("data.root", "data.cache_dir")
 
 
 def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> Path:
@@ -219,9 +228,141 @@ def load_state_strict(model: nn.Module, weights: Dict[str, torch.Tensor], path: 
     model.load_state_dict(weights, strict=True)
 
 
+# --------------------------------------------------------------------------- training state
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: what ``last.pt`` records besides weights and optimizer state."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    best_metric: float = -math.inf
+    best_epoch: int = -1
+    train_time_s: float = 0.0
+    last_val: Dict[str, Any] = field(default_factory=dict)
+    best_val: Dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoint_state(model: nn.Module, meta: Dict[str, Any], config: Any, state: TrainState,
+                     metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """The checkpoint dict of ``model`` (weights copied) trained on data described by ``meta``
+    (the ``"dataset"`` entry) under ``config`` (a :class:`pointea.config.Config`)."""
+    from pointea.config import config_to_dict
+    from pointea.models import model_config_to_dict
+
+    return {
+        "model_config": model_config_to_dict(model.config),
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "dataset": dict(meta),
+        "config": config_to_dict(config),
+        "metrics": metrics,
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_metric": state.best_metric,
+        "best_epoch": state.best_epoch,
+        "train_time_s": state.train_time_s,
+    }
+
+
+def save_last(path: PathLike, model: nn.Module, optimizer, scheduler, meta: Dict[str, Any], config: Any,
+              state: TrainState, ema: Optional[nn.Module] = None) -> None:
+    """Write the resumable checkpoint: weights, optimizer, scheduler, RNG and run state.
+
+    With a moving average (``ema``, an ``AveragedModel``), ``"model"`` is the average (the model
+    the recorded metrics belong to) and ``"trained_model"`` the weights being trained.
+    """
+    checkpoint = checkpoint_state(model if ema is None else ema.module, meta, config, state, state.last_val)
+    checkpoint.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                      rng=capture_rng_state(), best_val=state.best_val)
+    if ema is not None:
+        checkpoint.update(trained_model={k: v.detach().clone() for k, v in model.state_dict().items()},
+                          ema_num_averaged=int(ema.n_averaged))
+    save_checkpoint(path, checkpoint)
+
+
+def restore_training(path: PathLike, config: Any, model: nn.Module, optimizer, scheduler,
+                     device: Union[str, torch.device], ema: Optional[nn.Module] = None) -> TrainState:
+    """Load a resumable checkpoint into the model, optimizer, scheduler, RNGs and ``ema``.
+
+    Raises:
+        ValueError: the file lacks training state, or ``config`` changes settings that shape the
+            model, the data or the optimizer (see :func:`check_resumable`).
+    """
+    checkpoint = load_checkpoint(path, map_location=device)
+    missing = [k for k in ("optimizer", "scheduler", "epoch", "step", "rng") if k not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} is not a resumable checkpoint: it lacks {missing}")
+    check_resumable(checkpoint.get("config") or {}, config, path)
+    averaged = "trained_model" in checkpoint  # the run kept a moving average
+    load_state_strict(model, checkpoint["trained_model" if averaged else "model"], Path(path))
+    if ema is not None and averaged:
+        ema.module.load_state_dict(checkpoint["model"])
+        ema.n_averaged.fill_(int(checkpoint["ema_num_averaged"]))
+    elif ema is not None:
+        logger.info("%s holds no moving average; it starts from the resumed weights", path)
+        ema.n_averaged.zero_()  # the next update copies the model
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    restore_rng_state(checkpoint["rng"])
+    return TrainState(
+        epoch=int(checkpoint["epoch"]),
+        step=int(checkpoint["step"]),
+        best_metric=float(checkpoint.get("best_metric", -math.inf)),
+        best_epoch=int(checkpoint.get("best_epoch", -1)),
+        train_time_s=float(checkpoint.get("train_time_s", 0.0)),
+        last_val=dict(checkpoint.get("metrics") or {}),
+        best_val=dict(checkpoint.get("best_val") or {}),
+    )
+
+
+def check_resumable(saved: Dict[str, Any], config: Any, path: PathLike) -> None:
+    """Refuse a resume whose configuration changes the model, the data or the optimizer.
+
+    Args:
+        saved: the configuration the checkpoint recorded, as a dict.
+        config: the resuming run's :class:`pointea.config.Config`.
+        path: the checkpoint, for the message.
+
+    Raises:
+        ValueError: lists each changed setting with its recorded and its new value.
+    """
+    from pointea.config import Config, config_to_dict
+
+    # A setting added to pointea after the checkpoint was written takes its default there.
+    defaults = config_to_dict(Config())
+    saved = {**saved, **{name: {**section, **(saved.get(name) or {})} for name, section in defaults.items()}}
+    old, new = _flatten(saved), _flatten(config_to_dict(config))
+    changed = [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key.startswith(RESUME_FIXED) and key not in RESUME_MOVABLE and old.get(key) != new.get(key)
+    ]
+    if changed:
+        raise ValueError(
+            f"cannot resume from {path} with changed model, data or optimizer settings "
+            f"({'; '.join(changed)}); start a new run with --config instead"
+        )
+
+
+def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    flat: Dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# --------------------------------------------------------------------------- checks
+
+
 def _check_metadata(dataset: Dict[str, Any], config: Any, path: Path) -> None:
     """The class / category names and point count that prediction relies on must fit the model."""
-    key = "classes" if config.task == "classification" else "categories"
+    from pointea.engine.tasks import task_for
+
+    key = task_for(config).names_key
     names = dataset.get(key)
     if names is not None and len(names) != config.num_classes:
         raise ValueError(

@@ -25,27 +25,30 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pointea.atomic import atomic_write_text
-from pointea.config import AUGMENTATIONS, Config, config_from_dict, config_to_dict, save_config
+from pointea.config import AUGMENTATIONS, Config, config_from_dict, save_config
+from pointea.data.catalog import dataset_names, get_spec
+from pointea.engine import checkpoint as checkpoints
 from pointea.engine import distributed as dist_utils
 from pointea.engine.allocator import configure_allocator
+from pointea.engine.checkpoint import TrainState
 from pointea.engine.distributed import DistributedContext
+from pointea.engine.loop import collate_padded, eval_batches, load_split, run_evaluation
+from pointea.engine.tasks import Task, task_for
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +58,6 @@ PathLike = Union[str, os.PathLike]
 # optimizer step N, as a power cut or an OOM killer would.
 KILL_AFTER_STEPS_ENV = "POINTEA_KILL_AFTER_STEPS"
 
-DEFAULT_SELECT_METRIC = {"classification": "overall_accuracy", "segmentation": "instance_miou"}
-# validation metrics best.pt can be selected on (higher is better), by task
-SELECT_METRICS = {
-    "classification": ("overall_accuracy", "mean_class_accuracy"),
-    "segmentation": ("instance_miou", "class_miou"),
-}
-# settings a resumed run must keep: they shape the model, the data or the optimizer state
-# (data.root and data.cache_dir may change, e.g. after moving the data)
-RESUME_FIXED = ("model.", "data.", "train.optimizer", "train.batch_size")
-RESUME_MOVABLE = ("data.root", "data.cache_dir")
 # what a run writes atomically, by subfolder: a kill mid-write leaves a temporary file of these,
 # removed when the folder is next trained in (others' files there, e.g. an eval's, are left alone)
 RUN_FILES = {".": ("config.yaml", "log.jsonl", "metrics.json", "curves.png"),
@@ -111,7 +104,7 @@ def _determinism(enabled: bool) -> Iterator[None]:
 class TrainData:
     """Training and validation data, either as device tensors or as datasets for loaders."""
 
-    task: str
+    task: Task
     meta: Dict[str, Any]  # checkpoint "dataset" entry
     train_set: Any
     val_set: Any
@@ -123,65 +116,60 @@ class TrainData:
         return len(self.train_set)
 
 
-def _as_tensors(dataset: Any, task: str, device: torch.device) -> Optional[Dict[str, Tensor]]:
-    """The whole split as device tensors, normalized to the unit sphere, or None if not in memory."""
-    from pointea.data.transforms import NormalizeUnitSphere
+def _as_tensors(dataset: Any, task: Task, device: torch.device) -> Optional[Dict[str, Tensor]]:
+    """The whole split as device tensors, or None if the dataset does not hold it in memory.
 
+    The dataset's own item transform (the engine's preprocessing) is applied once to the whole
+    split, so these tensors equal the items the DataLoader route would give.
+    """
     points = getattr(dataset, "points", None)
     if not isinstance(points, Tensor):
         return None
-    tensors = {"points": NormalizeUnitSphere()({"points": points})["points"].float()}
-    if task == "classification":
-        tensors["label"] = dataset.labels
-    else:
+    tensors = {"points": points}
+    if task.uses_category:
         parts = getattr(dataset, "parts", None)
         categories = getattr(dataset, "labels", None)
         if not isinstance(parts, Tensor) or not isinstance(categories, Tensor):
             return None
         tensors["parts"], tensors["category"] = parts, categories
+    else:
+        tensors["label"] = dataset.labels
+    transform = getattr(dataset, "transform", None)
+    if transform is not None:
+        tensors = transform(tensors)
+    tensors["points"] = tensors["points"].float()
     return {key: value.to(device) for key, value in tensors.items()}
 
 
-def build_data(config: Config, task: str, device: torch.device) -> TrainData:
-    """Load the train and validation splits named by ``config.data``.
+def build_data(config: Config, task: Union[str, Task], device: torch.device) -> TrainData:
+    """Load the train and validation splits named by ``config.data`` (a catalog dataset).
 
     Raises:
-        ValueError: the task does not fit the dataset (ModelNet has no part labels).
+        ValueError: the task does not fit the dataset (e.g. a segmentation model on a dataset
+            without part labels).
     """
-    from pointea.engine.evaluate import build_dataset, dataset_options
-
+    task = task_for(task)
     data = config.data
-    if task == "segmentation" and data.name in ("modelnet40", "modelnet10"):
+    spec = get_spec(data.name)
+    if task.name not in spec.tasks:
+        fitting = " or ".join(f"data.name={name}" for name in dataset_names(task.name))
         raise ValueError(
-            f"model preset {config.model.preset!r} is a segmentation model but {data.name} has no "
-            "part labels; use data.name=shapenetpart or synthetic, or a classification preset"
+            f"model preset {config.model.preset!r} is a {task.name} model but {data.name} has no "
+            f"{task.label_words} (it is a {' and '.join(spec.tasks)} dataset); use {fitting}, "
+            f"or a {spec.tasks[0]} preset"
         )
-    if task == "classification" and data.name == "shapenetpart":
-        raise ValueError(
-            "data.name=shapenetpart is a part segmentation dataset; use a segmentation preset "
-            "(e.g. model.preset=pointea-partseg)"
-        )
+    data_config = asdict(data)
     loaded_points = {"train": data.resample_from or data.num_points, "val": data.num_points}
-    sets = {
-        split: build_dataset(
-            data.name, split, data.root, num_points=loaded_points[split], use_normals=data.use_normals,
-            **dataset_options(data.name, asdict(data), split),
-        )
-        for split in ("train", "val")
-    }
+    sets = {split: load_split(data.name, data.root, split, {**data_config, "num_points": loaded_points[split]})
+            for split in ("train", "val")}
     train_set, val_set = sets["train"], sets["val"]
     meta: Dict[str, Any] = {
         "name": data.name,
-        "task": task,
+        "task": task.name,
         "in_channels": int(train_set.in_channels),
         "num_points": data.num_points,
+        **task.metadata(train_set),
     }
-    if task == "classification":
-        meta["classes"] = list(train_set.classes)
-    else:
-        meta["categories"] = list(train_set.categories)
-        meta["category_parts"] = [list(map(int, p)) for p in train_set.category_parts]
-        meta["part_names"] = list(train_set.part_names)
     return TrainData(
         task=task,
         meta=meta,
@@ -254,8 +242,6 @@ def _loader_batches(loader, device: torch.device, augment: Optional[Callable]) -
 def _make_train_loader(data: TrainData, config: Config, context: DistributedContext):
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-    from pointea.engine.evaluate import collate_padded
-
     per_rank = config.train.batch_size // context.world_size
     generator = torch.Generator()
     if context.distributed:
@@ -286,13 +272,7 @@ def build_training_model(config: Config, data: TrainData) -> nn.Module:
     from pointea.models import build_model
 
     overrides = dict(config.model.overrides)
-    derived: Dict[str, Any] = {"in_channels": data.meta["in_channels"]}
-    if data.task == "classification":
-        derived["num_classes"] = len(data.meta["classes"])
-    else:
-        derived["category_parts"] = data.meta["category_parts"]
-        derived["num_classes"] = len(data.meta["category_parts"])
-        derived["num_parts"] = len(data.meta["part_names"])
+    derived: Dict[str, Any] = {"in_channels": data.meta["in_channels"], **data.task.model_sizes(data.meta)}
     for key, value in derived.items():
         if key in overrides and overrides[key] != value:
             raise ValueError(
@@ -301,18 +281,18 @@ def build_training_model(config: Config, data: TrainData) -> nn.Module:
             )
         overrides[key] = value
     model = build_model(config.model.preset, **overrides)
-    if model.config.task != data.task:
+    if task_for(model) is not data.task:
         raise ValueError(f"model preset {config.model.preset!r} is a {model.config.task} model")
     return model
 
 
-def preset_task(preset: str, overrides: Dict[str, Any]) -> str:
-    """The task ("classification" | "segmentation") a preset trains for."""
+def preset_task(preset: str, overrides: Dict[str, Any]) -> Task:
+    """The task a preset (with its overrides) trains for."""
     from pointea.models import PRESETS
 
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; valid: {', '.join(PRESETS)}")
-    return overrides.get("task", PRESETS[preset].task)
+    return task_for(overrides.get("task", PRESETS[preset].task))
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -336,43 +316,10 @@ def resolve_amp(amp: str, device: torch.device) -> bool:
     return amp == "bf16"
 
 
-def _forward(model: nn.Module, batch: Dict[str, Tensor], task: str) -> Tensor:
-    mask = batch.get("mask")
-    if task == "classification":
-        return model(batch["points"], mask=mask)  # (B, K)
-    return model(batch["points"], batch["category"], mask=mask)  # (B, N, P)
-
-
-def _loss_and_hits(logits: Tensor, batch: Dict[str, Tensor], task: str, smoothing: float):
-    """Mean loss, number of correct predictions and number of predictions of a batch."""
-    logits = logits.float()
-    if task == "classification":
-        targets = batch["label"]
-        loss = F.cross_entropy(logits, targets, label_smoothing=smoothing)
-        return loss, (logits.argmax(-1) == targets).sum(), targets.numel()
-    B, N, P = logits.shape
-    targets = batch["parts"].long()  # (B, N), -1 marks padding
-    loss = F.cross_entropy(logits.reshape(B * N, P), targets.reshape(B * N), ignore_index=-1,
-                           label_smoothing=smoothing)
-    real = targets >= 0
-    return loss, ((logits.argmax(-1) == targets) & real).sum(), real.sum()
-
-
 # --------------------------------------------------------------------------- epochs
 
 
-@dataclass
-class _State:
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimizer steps taken
-    best_metric: float = -math.inf
-    best_epoch: int = -1
-    train_time_s: float = 0.0
-    last_val: Dict[str, Any] = field(default_factory=dict)
-    best_val: Dict[str, Any] = field(default_factory=dict)
-
-
-def _train_one_epoch(net, batches, optimizer, scheduler, config: Config, task: str, state: _State,
+def _train_one_epoch(net, batches, optimizer, scheduler, config: Config, task: Task, state: TrainState,
                      context: DistributedContext, use_bf16: bool, progress,
                      on_step: Optional[Callable[[], None]] = None) -> Dict[str, float]:
     net.train()
@@ -381,8 +328,8 @@ def _train_one_epoch(net, batches, optimizer, scheduler, config: Config, task: s
     kill_after = int(os.environ.get(KILL_AFTER_STEPS_ENV, "0"))
     for batch in batches:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = _forward(net, batch, task)
-        loss, correct, count = _loss_and_hits(logits, batch, task, config.train.label_smoothing)
+            logits = task.forward(net, batch)
+        loss, correct, count = task.loss(logits, batch, config.train.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.train.grad_clip is not None:
@@ -406,54 +353,24 @@ def _train_one_epoch(net, batches, optimizer, scheduler, config: Config, task: s
     return {"loss": sums[0].item() / total, "accuracy": 100.0 * sums[1].item() / total}
 
 
-@torch.inference_mode()
 def validate(model: nn.Module, data: TrainData, batch_size: int, context: DistributedContext,
              use_bf16: bool, smoothing: float = 0.0) -> Dict[str, Any]:
     """Metrics of ``model`` on the validation split, summed over the ranks' shards.
 
-    Each rank evaluates every ``world_size``-th sample; the meters' count tensors and the loss
-    sums are all-reduced, so the result equals a single-process evaluation.
+    Each rank evaluates every ``world_size``-th sample with the evaluation loop of
+    :mod:`pointea.engine.loop`; the meters' count tensors and the loss sums are all-reduced, so
+    the result equals a single-process evaluation.
     """
-    from pointea.engine.metrics import ClassificationMeter, PartSegmentationMeter
-
-    model.eval()
-    device, task = context.device, data.task
-    if task == "classification":
-        meter = ClassificationMeter(len(data.meta["classes"]), device)
-    else:
-        meter = PartSegmentationMeter(data.meta["category_parts"], device)
+    device = context.device
+    meter = data.task.meter(model.config, device)
     loss_sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss * n, n
-    for batch in _val_batches(data, batch_size, context):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = _forward(model, batch, task).float()
-        loss, _, count = _loss_and_hits(logits, batch, task, smoothing)
-        loss_sums += torch.stack([loss.double() * count, torch.as_tensor(count, device=device).double()])
-        if task == "classification":
-            meter.update(logits, batch["label"])
-        else:
-            meter.update(logits, batch["parts"].clamp(min=0), batch["category"], mask=batch.get("mask"))
+    source = data.val_set if data.val_tensors is None else data.val_tensors
+    batches = eval_batches(source, batch_size, device, context.rank, context.world_size)
+    run_evaluation(model, batches, data.task, meter, use_bf16=use_bf16, loss_sums=loss_sums, smoothing=smoothing)
     dist_utils.all_reduce_sum_(meter.tensors() + [loss_sums], context)
     metrics = meter.compute()
     metrics["loss"] = loss_sums[0].item() / max(loss_sums[1].item(), 1.0)
     return metrics
-
-
-def _val_batches(data: TrainData, batch_size: int, context: DistributedContext) -> Iterator[Dict[str, Tensor]]:
-    if data.val_tensors is not None:
-        count = data.val_tensors["points"].shape[0]
-        index = torch.arange(context.rank, count, context.world_size, device=context.device)
-        for start in range(0, index.numel(), batch_size):
-            chunk = index[start : start + batch_size]
-            yield {key: value[chunk] for key, value in data.val_tensors.items()}
-        return
-    from torch.utils.data import DataLoader, Subset
-
-    from pointea.engine.evaluate import collate_padded
-
-    shard = Subset(data.val_set, list(range(context.rank, len(data.val_set), context.world_size)))
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate_padded)
-    for batch in loader:
-        yield {key: value.to(context.device) for key, value in batch.items()}
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -463,102 +380,11 @@ def _scalars(metrics: Dict[str, Any]) -> Dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _checkpoint_state(model, data: TrainData, config: Config, state: _State, metrics) -> Dict[str, Any]:
-    from pointea.models import model_config_to_dict
-
-    return {
-        "model_config": model_config_to_dict(model.config),
-        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "dataset": dict(data.meta),
-        "config": config_to_dict(config),
-        "metrics": metrics,
-        "epoch": state.epoch,
-        "step": state.step,
-        "best_metric": state.best_metric,
-        "best_epoch": state.best_epoch,
-        "train_time_s": state.train_time_s,
-    }
-
-
 def build_ema(model: nn.Module, decay: float) -> Optional[AveragedModel]:
     """Exponential moving average of ``model``'s parameters and buffers (None when ``decay`` is 0)."""
     if decay == 0:
         return None
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def _save_last(path: Path, model, optimizer, scheduler, data, config, state: _State,
-               ema: Optional[AveragedModel]) -> None:
-    from pointea.engine.checkpoint import capture_rng_state, save_checkpoint
-
-    # "model" is always the model the recorded metrics belong to: the average when there is one.
-    checkpoint = _checkpoint_state(model if ema is None else ema.module, data, config, state, state.last_val)
-    checkpoint.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                      rng=capture_rng_state(), best_val=state.best_val)
-    if ema is not None:
-        checkpoint.update(trained_model={k: v.detach().clone() for k, v in model.state_dict().items()},
-                          ema_num_averaged=int(ema.n_averaged))
-    save_checkpoint(path, checkpoint)
-
-
-def check_resumable(saved: Dict[str, Any], config: Config, path: PathLike) -> None:
-    """Refuse a resume whose configuration changes the model, the data or the optimizer.
-
-    Raises:
-        ValueError: lists each changed setting with its recorded and its new value.
-    """
-    old, new = _flatten(saved), _flatten(config_to_dict(config))
-    changed = [
-        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
-        for key in sorted(set(old) | set(new))
-        if key.startswith(RESUME_FIXED) and key not in RESUME_MOVABLE and old.get(key) != new.get(key)
-    ]
-    if changed:
-        raise ValueError(
-            f"cannot resume from {path} with changed model, data or optimizer settings "
-            f"({'; '.join(changed)}); start a new run with --config instead"
-        )
-
-
-def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    flat: Dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _restore(path: Path, config: Config, model, optimizer, scheduler, device,
-             ema: Optional[AveragedModel]) -> _State:
-    from pointea.engine.checkpoint import load_checkpoint, load_state_strict, restore_rng_state
-
-    checkpoint = load_checkpoint(path, map_location=device)
-    missing = [k for k in ("optimizer", "scheduler", "epoch", "step", "rng") if k not in checkpoint]
-    if missing:
-        raise ValueError(f"{path} is not a resumable checkpoint: it lacks {missing}")
-    check_resumable(checkpoint.get("config") or {}, config, path)
-    averaged = "trained_model" in checkpoint  # the run kept a moving average
-    load_state_strict(model, checkpoint["trained_model" if averaged else "model"], path)
-    if ema is not None and averaged:
-        ema.module.load_state_dict(checkpoint["model"])
-        ema.n_averaged.fill_(int(checkpoint["ema_num_averaged"]))
-    elif ema is not None:
-        logger.info("%s holds no moving average; it starts from the resumed weights", path)
-        ema.n_averaged.zero_()  # the next update copies the model
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    restore_rng_state(checkpoint["rng"])
-    return _State(
-        epoch=int(checkpoint["epoch"]),
-        step=int(checkpoint["step"]),
-        best_metric=float(checkpoint.get("best_metric", -math.inf)),
-        best_epoch=int(checkpoint.get("best_epoch", -1)),
-        train_time_s=float(checkpoint.get("train_time_s", 0.0)),
-        last_val=dict(checkpoint.get("metrics") or {}),
-        best_val=dict(checkpoint.get("best_val") or {}),
-    )
 
 
 # --------------------------------------------------------------------------- entry points
@@ -597,10 +423,10 @@ def train(config: Config, run_dir: PathLike, resume: bool = False) -> Dict[str, 
         raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
     tc = config.train
     task = preset_task(config.model.preset, config.model.overrides)
-    select = tc.select_metric or DEFAULT_SELECT_METRIC[task]
-    if select not in SELECT_METRICS[task]:
+    select = tc.select_metric or task.default_metric
+    if select not in task.metric_names:
         raise ValueError(
-            f"train.select_metric is {select!r}; a {task} run selects on one of {', '.join(SELECT_METRICS[task])}"
+            f"train.select_metric is {select!r}; a {task.name} run selects on one of {', '.join(task.metric_names)}"
         )
     configure_allocator()
     previous_threads = torch.get_num_threads()
@@ -680,7 +506,7 @@ def resume_training(run_dir: PathLike, overrides=()) -> Dict[str, Any]:
     return train(apply_overrides(config, overrides), run_dir, resume=True)
 
 
-def _run(config: Config, run_dir: Path, resume: bool, task: str, select: str,
+def _run(config: Config, run_dir: Path, resume: bool, task: Task, select: str,
          context: DistributedContext, last_path: Path, best_path: Path) -> Dict[str, Any]:
     from pointea.engine.schedule import build_optimizer, build_scheduler
 
@@ -703,9 +529,9 @@ def _run(config: Config, run_dir: Path, resume: bool, task: str, select: str,
     scheduler = build_scheduler(optimizer, tc, steps_per_epoch)
     ema = build_ema(model, tc.ema_decay)
     evaluated = model if ema is None else ema.module  # the model validated, selected and saved
-    state = _State()
+    state = TrainState()
     if resume:
-        state = _restore(last_path, config, model, optimizer, scheduler, device, ema)
+        state = checkpoints.restore_training(last_path, config, model, optimizer, scheduler, device, ema)
         if state.epoch >= tc.epochs:
             raise ValueError(
                 f"{run_dir} has already completed {state.epoch} epochs (train.epochs={tc.epochs}); "
@@ -792,11 +618,10 @@ def _run(config: Config, run_dir: Path, resume: bool, task: str, select: str,
                                 "" if raw is None else f" (EMA; trained weights {raw[select]:.2f})",
                                 state.best_metric, state.best_epoch, seconds)
                     if improved:
-                        from pointea.engine.checkpoint import save_checkpoint
-
-                        save_checkpoint(best_path, _checkpoint_state(evaluated, data, config, state, val))
+                        checkpoints.save_checkpoint(
+                            best_path, checkpoints.checkpoint_state(evaluated, data.meta, config, state, val))
             if context.is_main and (state.epoch % tc.checkpoint_every == 0 or is_last):
-                _save_last(last_path, model, optimizer, scheduler, data, config, state, ema)
+                checkpoints.save_last(last_path, model, optimizer, scheduler, data.meta, config, state, ema)
             dist_utils.barrier(context)
     finally:
         if runlog is not None:
