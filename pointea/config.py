@@ -61,6 +61,7 @@ class DataConfig:
     resample_from: Optional[int] = None
     use_normals: bool = False  # feed (x, y, z, nx, ny, nz) instead of (x, y, z)
     val_fraction: float = 0.1  # validation holdout carved from the official train split
+    test_fraction: float = 0.2  # folder datasets without splits: share of each class kept for test
     split_seed: int = 0  # seed of that holdout
     cache_dir: Optional[str] = None  # array cache; default ~/.cache/pointea
     num_samples: Optional[int] = None  # synthetic only: train shapes per class (val and test get a quarter)

@@ -196,6 +196,22 @@ def _scanobjectnn_classes(root: Optional[PathLike], data_config: DataConfig) -> 
     return list(SCANOBJECTNN_CLASSES)
 
 
+def _folder_options(data_config: DataConfig, split: str) -> Dict[str, Any]:
+    return {
+        "cache_dir": data_config.get("cache_dir"),
+        "val_fraction": data_config.get("val_fraction", 0.1),
+        "test_fraction": data_config.get("test_fraction", 0.2),
+        "split_seed": data_config.get("split_seed", 0),
+    }
+
+
+def _folder_classes(root: Optional[PathLike], data_config: DataConfig) -> Optional[List[str]]:
+    # the class folder names, from file names alone (the dataset checks them when it reads)
+    from pointea.data.folder import folder_class_names
+
+    return folder_class_names(root) if root is not None else None
+
+
 # ModelNet's original archive (folder layout, .off meshes) stands on z; the resampled text and the
 # PointNet HDF5 exports stand on y.
 _MODELNET_UP = {"folder": "z", "text": "y", "hdf5": "y"}
@@ -233,6 +249,16 @@ DATASETS: Dict[str, DatasetSpec] = {
         splits=_REAL_SPLITS, up_axis="y", download_name="scanobjectnn", options=_scanobjectnn_options,
         class_names=_scanobjectnn_classes,
         description="ScanObjectNN real-scan classification (15 classes, variant PB_T50_RS)",
+    ),
+    "folder-cls": DatasetSpec(
+        name="folder-cls", tasks=("classification",), dataset_class="pointea.data.folder:FolderClassification",
+        splits=_REAL_SPLITS, options=_folder_options, class_names=_folder_classes,
+        description="your own clouds, one folder per class: DIR/<class>/<files> (check with pointea data DIR)",
+    ),
+    "folder-seg": DatasetSpec(
+        name="folder-seg", tasks=("segmentation",), dataset_class="pointea.data.folder:FolderSegmentation",
+        splits=_REAL_SPLITS, options=_folder_options,
+        description="your own clouds with per-point labels: DIR/{train,test}/<files> (check with pointea data DIR)",
     ),
 }
 
