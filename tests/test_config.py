@@ -15,6 +15,7 @@ from pointea.config import (
     resolve_config_path,
     save_config,
 )
+from pointea.data.catalog import DATASETS as CATALOG
 
 RECIPES = ("synthetic-cls", "synthetic-partseg", "modelnet40-cls", "modelnet40-cls-cpu", "shapenetpart-partseg")
 
@@ -130,8 +131,8 @@ def test_apply_overrides_returns_copy():
     ("train.lrr=0.01", "overrides: unknown key train.lrr; did you mean train.lr?"),
     ("model.prest=pointnet-cls",
      "overrides: unknown key model.prest; valid keys in 'model': preset, overrides; did you mean model.preset?"),
-    ("data.name=modelnet04", "overrides: data.name is 'modelnet04'; valid choices: synthetic, modelnet40, "
-     "modelnet10, shapenetpart; did you mean modelnet40 or modelnet10?"),
+    ("data.name=modelnet04", f"overrides: data.name is 'modelnet04'; valid choices: {', '.join(CATALOG)}; "
+     "did you mean modelnet40 or modelnet10?"),
     ("train.optimizer=adam", "overrides: train.optimizer is 'adam'; valid choices: adamw, sgd; did you mean adamw?"),
     ("model.overrides.dropuot=0.3", "overrides: unknown key model.overrides.dropuot; did you mean model.overrides.dropout?"),
     ("model.overrides.attention=mhae",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Dict
 
-DATASETS = ("modelnet40", "modelnet10", "shapenetpart", "scanobjectnn")
+from pointea.data.catalog import DATASETS
 
 EPILOG = """\
 examples:
@@ -31,10 +32,16 @@ or at 200x expansion (--max-ratio); the largest known archive, ModelNet40.zip, u
 """
 
 
+def downloadable() -> Dict[str, str]:
+    """Catalog dataset name -> its download source name, for the datasets that have one."""
+    return {name: spec.download_name for name, spec in DATASETS.items() if spec.download_name}
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    names = downloadable()
     parser = subparsers.add_parser(
         "download",
-        help="download and unpack ModelNet40, ModelNet10 or ShapeNetPart (ScanObjectNN: how to request it)",
+        help=f"download and unpack a benchmark ({', '.join(names)}; on-request ones: how to get them)",
         description=(
             "Download a benchmark archive (resumable), check its sha256 where one is published, and "
             "unpack it safely under --data-root. Already unpacked datasets are left alone."
@@ -42,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
-    parser.add_argument("dataset", choices=DATASETS, help="dataset to fetch")
+    parser.add_argument("dataset", choices=list(names), help="dataset to fetch")
     parser.add_argument("--data-root", default="data", metavar="DIR",
                         help="folder receiving the dataset (default: %(default)s)")
     # The option's former name, still accepted; a separate argument so that help hides it.
@@ -66,17 +73,18 @@ def run(args: argparse.Namespace) -> int:
     )
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.list and args.dataset in ON_REQUEST:  # no archive to list, only the steps
-        print(request_instructions(args.dataset, args.data_root))
+    source_name = downloadable()[args.dataset]
+    if args.list and source_name in ON_REQUEST:  # no archive to list, only the steps
+        print(request_instructions(source_name, args.data_root))
         return 0
     if args.list:
-        for source in candidate_sources(args.dataset, args.url, args.sha256):
+        for source in candidate_sources(source_name, args.url, args.sha256):
             checksum = source.sha256 or "none published (downloads are not verified)"
             print(f"{source.filename}  ({source.layout or 'archive'})\n  url     {source.url}\n"
                   f"  sha256  {checksum}\n  unpacks {source.folder}/")
         return 0
     try:
-        folder = download_dataset(args.dataset, args.data_root, url=args.url, sha256=args.sha256,
+        folder = download_dataset(source_name, args.data_root, url=args.url, sha256=args.sha256,
                                   keep_archive=args.keep_archive, progress=True,
                                   max_unpacked_gb=args.max_unpacked_gb, max_ratio=args.max_ratio)
     except (DownloadError, ValueError, OSError) as error:

@@ -57,12 +57,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
+    from pointea.data.catalog import DATASETS
+
+    splits = list(dict.fromkeys(split for spec in DATASETS.values() for split in spec.splits))
     add_checkpoint_argument(parser)
-    parser.add_argument("--split", default="test", choices=("train", "val", "trainval", "test"),
-                        help="split to evaluate (default test)")
+    parser.add_argument("--split", default="test", choices=splits,
+                        help="split to evaluate (default test; the dataset says which it has)")
     add_data_root_argument(parser)
-    parser.add_argument("--dataset", choices=("modelnet40", "modelnet10", "shapenetpart", "synthetic"),
-                        help="dataset to evaluate on (default: the checkpoint's)")
+    parser.add_argument("--dataset", choices=list(DATASETS), metavar="DATASET",
+                        help="dataset to evaluate on (default: the checkpoint's): " + ", ".join(DATASETS))
     parser.add_argument("--out", metavar="JSON", help="metrics file to write (tables and plots go beside it)")
     parser.add_argument("--votes", type=int, default=0, metavar="N",
                         help="test-time voting passes (random anisotropic scaling; default 0 = off)")
@@ -106,11 +109,10 @@ def run(args: argparse.Namespace) -> int:
 def summary(metrics: Dict[str, Any]) -> str:
     """A few readable lines with the headline numbers."""
     points = f"{metrics['num_points']} points" if metrics.get("num_points") else "all points"
+    from pointea.engine.tasks import task_for
+
     head = f"{metrics['dataset']} {metrics['split']} ({metrics['num_samples']} clouds, {points})"
-    if metrics["task"] == "classification":
-        keys = ("overall_accuracy", "mean_class_accuracy")
-    else:
-        keys = ("instance_miou", "class_miou")
+    keys = task_for(metrics["task"]).metric_names
     lines = [head]
     if metrics.get("class_mapping") == "name":
         lines.append(
@@ -133,7 +135,7 @@ def write_outputs(metrics: Dict[str, Any], out: Path) -> list:
     atomic_write_text(out, json.dumps(metrics, indent=2) + "\n")
     written.append(out)
     stem = out.with_suffix("")
-    if metrics["task"] == "classification":
+    if "confusion_matrix" in metrics:  # classification
         names = metrics.get("classes") or [str(i) for i in range(len(metrics["confusion_matrix"]))]
         columns = metrics.get("confusion_columns") or names  # + "other" after a mapping by name
         rows = [["true \\ predicted"] + columns]

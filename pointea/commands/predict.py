@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from pointea.engine.checkpoint import load_model
     from pointea.engine.device import resolve_device
     from pointea.engine.predict import predict_files
+    from pointea.engine.tasks import task_for
 
     root = logging.getLogger()
     if not root.handlers:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {args.out} is a folder; give a JSON file name")
         device = resolve_device(args.device)
         loaded = load_model(args.checkpoint, device=device)
-        if loaded[0].config.task == "segmentation" and args.out_dir is None:
+        if task_for(loaded[0]).uses_category and args.out_dir is None:
             raise ValueError("part segmentation writes coloured PLY files: give --out-dir DIR")
         results = predict_files(args.paths, loaded, topk=args.topk, device=device,
                                 num_points=args.num_points, category=args.category, out_dir=args.out_dir,

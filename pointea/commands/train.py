@@ -36,12 +36,21 @@ examples:
 """
 
 
+def datasets_help() -> str:
+    """The catalog's datasets as an epilog section: name, tasks and description."""
+    from pointea.data.catalog import DATASETS
+
+    width = max(map(len, DATASETS)) + 2
+    lines = [f"  {name:<{width}} {'/'.join(spec.tasks)}: {spec.description}" for name, spec in DATASETS.items()]
+    return "\ndatasets (data.name=NAME):\n" + "\n".join(lines) + "\n"
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
         help="train a model from a YAML recipe",
         description=DESCRIPTION,
-        epilog=EPILOG,
+        epilog=EPILOG + datasets_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)

@@ -5,28 +5,24 @@ point files made from them) stands on **z**; ``modelnet40_normal_resampled`` (``
 ``modelnet40_ply_hdf5_2048`` (``hdf5``), ShapeNetPart and the synthetic shapes stand on **y**.
 PLY / PCD files rarely say; :func:`guess_up_axis` then looks at the cloud itself.
 
-The lookups and the guess need numpy only (renderers use them without torch); :func:`find_layout`
-asks the ModelNet reader.
+The datasets' up axes are their entries' ``up_axis`` in :mod:`pointea.data.catalog`. The lookups
+and the guess need numpy only (renderers use them without torch); :func:`find_layout` asks the
+dataset's reader.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Mapping, Optional, Tuple, Union
 
 import numpy as np
+
+from pointea.data.catalog import DATASETS
 
 PathLike = Union[str, os.PathLike]
 
 UP_AXES = ("x", "y", "z")
-# Up axis per dataset, or per layout where a dataset's layouts differ.
-_DATASET_UP = {
-    "synthetic": "y",
-    "shapenetpart": "y",
-    "modelnet40": {"folder": "z", "text": "y", "hdf5": "y"},
-    "modelnet10": {"folder": "z", "text": "y", "hdf5": "y"},
-}
 # Rotations taking each up axis onto +y, with the viewer's default side (+z) as in viz.Camera.
 _TO_Y_UP = {
     "y": np.eye(3),
@@ -39,36 +35,30 @@ WEAK_LEAD = 1.1  # a best score below 1.1x the second was right about half the t
 
 
 def dataset_up_axis(name: str, layout: Optional[str] = None) -> Optional[str]:
-    """The up axis of a dataset (``"synthetic"``, ``"modelnet40"`` ...) in a layout.
+    """The up axis of a catalog dataset in a layout.
 
     Args:
-        name: dataset name as in ``pointea.config.DATASETS``.
-        layout: the dataset's on-disk layout (``dataset.layout``, or :func:`find_layout`); only
-            ModelNet needs it.
+        name: a name of :data:`pointea.data.catalog.DATASETS`.
+        layout: the dataset's on-disk layout (``dataset.layout``, or :func:`find_layout`); needed
+            only by datasets whose layouts differ (ModelNet).
 
     Returns:
         ``"x"``, ``"y"`` or ``"z"``; None when the name is unknown, or the layout is needed but
         not given.
     """
-    known = _DATASET_UP.get(name.lower())
-    if isinstance(known, dict):
-        return known.get(layout) if layout is not None else None
-    return known
+    spec = DATASETS.get(name.lower())
+    return spec.up_axis_for(layout) if spec is not None else None
 
 
 def find_layout(name: str, root: PathLike) -> Optional[str]:
-    """The layout a ModelNet dataset reads its train split from under ``root`` (e.g. the root
-    a checkpoint recorded), looking at names only; None when none is found or for other datasets.
+    """The layout a dataset whose up axis depends on it (ModelNet) reads its train split from
+    under ``root`` (e.g. the root a checkpoint recorded), looking at names only; None when none
+    is found or for other datasets.
     """
-    if name.lower() not in ("modelnet40", "modelnet10"):
+    spec = DATASETS.get(name.lower())
+    if spec is None or not isinstance(spec.up_axis, Mapping):
         return None
-    from pointea.data.modelnet import LAYOUTS, ModelNet10, ModelNet40
-
-    cls = ModelNet10 if name.lower() == "modelnet10" else ModelNet40
-    probe = cls.__new__(cls)
-    probe.root = Path(root).expanduser()  # the detection helpers read the root only: nothing is loaded
-    found = probe._layouts_for("train")
-    return next((layout for layout in LAYOUTS if layout in found), None)
+    return spec.find_layout(root)
 
 
 def to_y_up(xyz: np.ndarray, up: str) -> np.ndarray:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from pointea.atomic import atomic_path, atomic_write_text
+from pointea.engine.tasks import task_for
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def _example_inputs(model: nn.Module, num_points: int, batch_size: int, seed: in
     points = torch.rand(batch_size, num_points, config.in_channels, generator=generator) * 2 - 1
     if config.in_channels >= 6:
         points[..., 3:6] = torch.nn.functional.normalize(points[..., 3:6], dim=-1)
-    if config.task == "classification":
+    if not task_for(model).uses_category:
         return (points,)
     category = torch.randint(0, len(config.category_parts), (batch_size,), generator=generator)
     return points, category
@@ -223,7 +224,7 @@ def _example_inputs(model: nn.Module, num_points: int, batch_size: int, seed: in
 def _metadata(model: nn.Module, meta: Dict[str, Any], num_points: int, checkpoint: Path) -> Dict[str, Any]:
     config = model.config
     inputs = {"points": {"shape": ["batch", num_points, config.in_channels], "dtype": "float32"}}
-    if config.task == "segmentation":
+    if task_for(model).uses_category:
         inputs["category"] = {"shape": ["batch"], "dtype": "int64"}
         logits_shape = ["batch", num_points, config.num_parts]
     else:

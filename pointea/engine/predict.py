@@ -28,6 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from pointea.engine.loop import preprocessing
+from pointea.engine.tasks import task_for
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
@@ -123,8 +126,6 @@ def prepare_cloud(points: np.ndarray, in_channels: int, num_points: Optional[int
         num_points: points fed to the model; None keeps the whole cloud.
         seed: seed of the resampling.
     """
-    from pointea.data.transforms import NormalizeUnitSphere
-
     if points.ndim != 2 or points.shape[1] < in_channels:
         raise ValueError(
             f"the model needs {in_channels} channels (x y z nx ny nz) but the cloud has "
@@ -133,7 +134,7 @@ def prepare_cloud(points: np.ndarray, in_channels: int, num_points: Optional[int
     values = np.array(points[:, :in_channels], dtype=np.float64)  # a copy: centred in float64, so
     values[:, :3] -= values[:, :3].mean(axis=0)  # clouds far from the origin keep their detail
     cloud = torch.from_numpy(values.astype(np.float32))
-    cloud = NormalizeUnitSphere()({"points": cloud})["points"]  # (N, C)
+    cloud = preprocessing()({"points": cloud})["points"]  # (N, C), as training and evaluation see clouds
     sampled = cloud if num_points is None else cloud[torch.from_numpy(sample_indices(len(cloud), num_points, seed))]
     return PreparedCloud(cloud, sampled, len(points), degenerate_warning(values))
 
@@ -165,7 +166,7 @@ def predict_points(
         of every input point, "part_counts" {part name: count}}``. Both: ``"warning"`` when the
         cloud is degenerate (see :func:`degenerate_warning`).
     """
-    category_index = resolve_category(category, meta, model.config) if model.config.task == "segmentation" else None
+    category_index = resolve_category(category, meta, model.config) if task_for(model).uses_category else None
     prepared = prepare_cloud(points, model.config.in_channels, num_points or meta.get("num_points"), seed)
     result = predict_prepared([prepared], model, meta, topk, category_index)[0]
     if prepared.warning:
@@ -182,13 +183,13 @@ def predict_prepared(
 ) -> List[Dict[str, Any]]:
     """One forward pass over clouds whose ``sampled`` tensors share a shape; results as
     :func:`predict_points` (without the warning)."""
-    config = model.config
+    config, task = model.config, task_for(model)
     device = next(model.parameters()).device
-    batch = torch.stack([c.sampled for c in clouds]).to(device)  # (B, num_points, C)
+    batch = {"points": torch.stack([c.sampled for c in clouds]).to(device)}  # (B, num_points, C)
     B = len(clouds)
     with torch.inference_mode():
-        if config.task == "classification":
-            probabilities = model(batch).float().softmax(dim=-1).cpu()  # (B, K)
+        if not task.uses_category:
+            probabilities = task.forward(model, batch).float().softmax(dim=-1).cpu()  # (B, K)
             names = meta.get("classes") or [str(i) for i in range(probabilities.shape[1])]
             values, indices = probabilities.topk(min(topk, probabilities.shape[1]), dim=1)  # (B, k)
             return [
@@ -199,7 +200,7 @@ def predict_prepared(
                 for b, c in enumerate(clouds)
             ]
         category_tensor = torch.full((B,), category_index, device=device, dtype=torch.long)
-        logits = model(batch, category_tensor)  # (B, num_points, P)
+        logits = task.forward(model, {**batch, "category": category_tensor})  # (B, num_points, P)
         sampled_labels = model.restrict_to_category(logits, category_tensor).argmax(dim=-1).cpu()  # (B, num_points)
     part_names = meta.get("part_names") or [str(i) for i in range(config.num_parts)]
     category_name = _category_names(meta, config)[category_index]
@@ -219,8 +220,11 @@ def predict_prepared(
 
 
 def resolve_category(category: Optional[str], meta: Dict[str, Any], config) -> int:
-    """Index of a category name (case-insensitive); ValueError listing the names otherwise."""
+    """Index of a category name (case-insensitive); ValueError listing the names otherwise.
+    A model of one category (a folder of one kind of object) needs no name."""
     names = _category_names(meta, config)
+    if category is None and len(names) == 1:
+        return 0
     if category is None:
         raise ValueError(f"part segmentation needs the object category; choose one of: {', '.join(names)}")
     lowered = [name.lower() for name in names]
@@ -274,7 +278,7 @@ def predict_files(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, meta = checkpoint if isinstance(checkpoint, tuple) else load_model(checkpoint, device=device)
     category_index = None
-    if model.config.task == "segmentation":
+    if task_for(model).uses_category:
         category_index = resolve_category(category, meta, model.config)  # fail before reading any file
     elif category is not None:
         raise ValueError("category applies to part segmentation checkpoints only; this one is a classifier")
