@@ -22,6 +22,7 @@ _API = {
     "train": "pointea.engine.train",
     "resume_training": "pointea.engine.train",
     "evaluate": "pointea.engine.evaluate",
+    "robustness": "pointea.engine.robustness",
     "predict_files": "pointea.engine.predict",
     "predict_points": "pointea.engine.predict",
     "load_model": "pointea.engine.checkpoint",

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 from pointea import __version__
 from pointea.engine.allocator import configure_allocator
 
-COMMANDS = ("train", "eval", "predict", "export", "models", "download", "viz", "data")
+COMMANDS = ("train", "eval", "predict", "export", "models", "download", "viz", "data", "robustness")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,7 @@ def test_every_api_name_is_the_function_of_its_module():
     from pointea.engine.evaluate import evaluate
     from pointea.engine.export import export_model
     from pointea.engine.predict import predict_files, predict_points
+    from pointea.engine.robustness import robustness
     from pointea.engine.train import resume_training, train
     from pointea.models import build_model
     from pointea.data.io import read_point_cloud
@@ -45,7 +46,7 @@ def test_every_api_name_is_the_function_of_its_module():
 
     expected = {f.__name__: f for f in (load_config, load_model, evaluate, export_model, predict_files,
                                         predict_points, resume_training, train, build_model, read_point_cloud,
-                                        list_pretrained)}
+                                        list_pretrained, robustness)}
     assert set(pointea.__all__) == {"__version__", *expected}
     for name, function in expected.items():
         assert getattr(pointea, name) is function
