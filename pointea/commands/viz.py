@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from pointea.commands import positive_int
+from pointea.commands.robustness import CORRUPTION_NAMES
 from pointea.config import DATASETS
 from pointea.data.orientation import UP_AXES, dataset_up_axis, find_layout, guess_up_axis, to_y_up
 
@@ -33,6 +34,8 @@ examples:
   pointea viz --dataset modelnet40 --data-root data --split val --count 16 --checkpoint best.pt --out gallery.png
   # an interactive page that opens in any browser (no server, no Open3D)
   pointea viz --dataset synthetic --index 100 --html chair.html
+  # a ModelNet-C corruption of an item, as 'pointea robustness' evaluates it (seed 0)
+  pointea viz --dataset synthetic --index 100 --corruption dropout_local --level 4 --out holes.png
   # an interactive Open3D window (needs a display)
   pointea viz cloud.ply --show
   # a file whose up axis is z (without --up it comes from the dataset, the checkpoint's training
@@ -68,6 +71,7 @@ class Item:
     pred_label: Optional[int] = None
     pred_probability: Optional[float] = None  # of pred_label
     pred_parts: Optional[np.ndarray] = None
+    index: Optional[int] = None  # in its dataset split
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -95,6 +99,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--num-points", type=positive_int, metavar="N",
                         help="points per dataset cloud (default: the checkpoint's, else the dataset's)")
     source.add_argument("--checkpoint", metavar="CKPT", help="predict with this checkpoint before drawing")
+    source.add_argument("--corruption", choices=CORRUPTION_NAMES, metavar="NAME",
+                        help="apply a ModelNet-C corruption first, seeded as 'pointea robustness' does "
+                             f"with seed 0; dataset clouds then default to 1024 points "
+                             f"({', '.join(CORRUPTION_NAMES)})")
+    source.add_argument("--level", type=int, choices=range(5), metavar="L",
+                        help="severity level 0-4 of --corruption (default 2)")
     source.add_argument("--category", metavar="NAME",
                         help="category of the files for a segmentation checkpoint (e.g. Chair)")
     source.add_argument("--device", default="auto", metavar="DEVICE",
@@ -209,6 +219,8 @@ def _draw(args: argparse.Namespace) -> int:
         raise ValueError("give PATHs or --dataset, not both")
     if args.index and args.count:
         raise ValueError("give --index or --count, not both")
+    if args.level is not None and not args.corruption:
+        raise ValueError("--level is the severity of a corruption: give --corruption NAME too")
     if not args.paths and not args.dataset:
         raise ValueError("nothing to draw: give point cloud files, --dataset NAME, --curves DIR "
                          "or --confusion JSON")
@@ -225,6 +237,8 @@ def _draw(args: argparse.Namespace) -> int:
         items, names = _dataset_items(args, meta)
     else:
         items, names = _file_items(args, meta)
+    if args.corruption:
+        _corrupt(items, args)
     if model is not None:
         _predict(model, meta, items)
     if args.html and len(items) != 1:  # checked before anything is written
@@ -249,7 +263,7 @@ def _dataset_items(args: argparse.Namespace, meta: Dict[str, Any]):
 
     if args.dataset != "synthetic" and not args.data_root:
         raise ValueError(f"--dataset {args.dataset} needs --data-root DIR (only synthetic needs none)")
-    num_points = args.num_points or meta.get("num_points")
+    num_points = args.num_points or (1024 if args.corruption else meta.get("num_points"))  # ModelNet-C's size
     if num_points is None and args.dataset != "shapenetpart":
         num_points = 2048 if args.dataset == "synthetic" else 1024
     dataset = build_dataset(args.dataset, args.split, args.data_root, num_points=num_points,
@@ -280,10 +294,30 @@ def _dataset_items(args: argparse.Namespace, meta: Dict[str, Any]):
         items.append(Item(
             points=np.asarray(sample["points"], dtype=np.float32),
             name=f"{args.dataset} {args.split} #{index}",
+            index=index,
             label=int(label) if label is not None else None,
             parts=np.asarray(parts, dtype=np.int64) if parts is not None else None,
         ))
     return items, names
+
+
+def _corrupt(items: List[Item], args: argparse.Namespace) -> None:
+    """Replace each cloud by its corruption, seeded by the item's index as 'pointea robustness' seeds it."""
+    from pointea.data.corruptions import corrupt_cloud
+
+    for position, item in enumerate(items):
+        if item.points.shape[1] != 3:
+            raise ValueError(f"--corruption applies to xyz clouds; {item.name} has {item.points.shape[1]} channels")
+        xyz = item.points
+        if item.index is None:  # a file: the corruptions' parameters are for clouds on the unit sphere
+            xyz = xyz - xyz.mean(axis=0)
+            xyz = xyz / max(float(np.linalg.norm(xyz, axis=1).max()), 1e-12)
+        index = position if item.index is None else item.index
+        level = 2 if args.level is None else args.level
+        item.points = corrupt_cloud(xyz, args.corruption, level, (0, index))
+        if item.parts is not None and len(item.parts) != len(item.points):
+            item.parts = None  # dropped or added points: the labels no longer match
+        item.name += f" ({args.corruption} L{level})"
 
 
 def _file_items(args: argparse.Namespace, meta: Dict[str, Any]):
