@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import yaml
 
 from pointea.atomic import atomic_write_text
+from pointea.data.catalog import DATASETS as CATALOG
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -33,7 +34,7 @@ MAX_LISTED_CHOICES = 12
 # a suggestion's difflib ratio may trail the best suggestion's by at most this much
 CLOSE_MATCH_MARGIN = 0.05
 
-DATASETS = ("synthetic", "modelnet40", "modelnet10", "shapenetpart")
+DATASETS = tuple(CATALOG)  # data.name choices: the dataset catalog's names
 OPTIMIZERS = ("adamw", "sgd")
 AMP_MODES = ("auto", "none", "bf16")
 # train.augmentation names -> pointea.data.transforms classes
@@ -53,7 +54,7 @@ AUGMENTATIONS = {
 class DataConfig:
     """Which dataset to train on and how its samples are prepared."""
 
-    name: str = "synthetic"  # synthetic | modelnet40 | modelnet10 | shapenetpart
+    name: str = "synthetic"  # a name of pointea.data.catalog.DATASETS
     root: Optional[str] = None  # dataset folder; unused for synthetic
     num_points: Optional[int] = 1024  # points per cloud; null keeps whole ShapeNetPart clouds
     # train split only: load this many points per cloud and train on a fresh random num_points of
@@ -61,7 +62,6 @@ class DataConfig:
     resample_from: Optional[int] = None
     use_normals: bool = False  # feed (x, y, z, nx, ny, nz) instead of (x, y, z)
     val_fraction: float = 0.1  # validation holdout carved from the official train split
-    test_fraction: float = 0.2  # folder datasets without splits: share of each class kept for test
     split_seed: int = 0  # seed of that holdout
     cache_dir: Optional[str] = None  # array cache; default ~/.cache/pointea
     num_samples: Optional[int] = None  # synthetic only: train shapes per class (val and test get a quarter)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -304,6 +305,10 @@ def test_bad_folders_fail_alike_in_pointea_data_and_training(tmp_path, capsys, t
         cls(root, "train", num_points=16)
     assert message in str(raised.value)
     assert str(raised.value) in report.problems  # the same message, word for word
+    recipe = "folder-cls" if task == "classification" else "folder-partseg"
+    assert cli_main(["train", "--config", recipe, "--data-root", str(root), "--run-dir", str(tmp_path / "run"),
+                     "train.epochs=1", "data.num_points=16"]) == 2
+    assert f"pointea train: error: {raised.value}" in capsys.readouterr().err
 
 
 def test_pointea_data_reports_task_names_counts_sizes_and_bad_files(tmp_path, capsys):
@@ -319,3 +324,81 @@ def test_pointea_data_reports_task_names_counts_sizes_and_bad_files(tmp_path, ca
     assert report["ok"] is False and report["task"] == "classification"
     assert [f["file"] for f in report["failures"]] == ["box/broken.xyz"]
     assert "broken.xyz" in report["failures"][0]["reason"]
+
+
+# --------------------------------------------------------------------------- end to end
+
+TINY_RUN = ["train.epochs=1", "data.num_points=32", "train.batch_size=4", "train.warmup_epochs=0",
+            "train.progress=false"]
+
+
+def _open3d_or_skip():
+    from pointea import viz
+
+    try:
+        return viz.import_open3d()
+    except Exception as error:  # noqa: BLE001  (a missing library or a broken install alike)
+        pytest.skip(f"Open3D cannot be imported here: {error}")
+
+
+def test_class_folder_trains_evaluates_predicts_and_draws_with_its_names(tmp_path, capsys):
+    from pointea.engine.checkpoint import load_model
+
+    root = class_folder(tmp_path / "data", per_class=4)
+    run = tmp_path / "run"
+    assert cli_main(["train", "--config", "folder-cls", "--data-root", str(root), "--run-dir", str(run),
+                     *TINY_RUN]) == 0
+    _, meta = load_model(run / "checkpoints" / "best.pt")
+    assert meta["classes"] == ["box", "ring", "sphere"] and meta["name"] == "folder-cls"
+    out = tmp_path / "test.json"
+    assert cli_main(["eval", "--checkpoint", str(run), "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["classes"] == ["box", "ring", "sphere"] and metrics["num_samples"] == 3
+    capsys.readouterr()
+    scan = next((root / "ring").glob("*.xyz"))
+    assert cli_main(["predict", str(scan), "--checkpoint", str(run)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"{scan}: ") and sum(name in line for name in ("box", "ring", "sphere")) == 3
+    page = tmp_path / "ring.html"
+    assert cli_main(["viz", str(scan), "--checkpoint", str(run), "--html", str(page)]) == 0
+    assert re.search(r"predicted: (box|ring|sphere) \(", page.read_text())
+
+
+def test_labelled_folder_trains_evaluates_and_predicts_named_parts(tmp_path, capsys):
+    from pointea.data.io import read_labeled_point_cloud
+
+    root = tmp_path / "scans"
+    for split, count in (("train", 6), ("test", 2)):
+        for i in range(count):
+            points, labels = two_part_cloud(60, seed=i + 10 * len(split), low=2, high=6)
+            cloudcompare_ply(root / split / f"tile{i}.ply", points, labels)
+    (root / "labels.yaml").write_text("2: ground\n6: building\n")
+    assert cli_main(["data", str(root)]) == 0
+    assert "parts (2): ground, building" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert cli_main(["train", "--config", "folder-partseg", "--data-root", str(root), "--run-dir", str(run),
+                     *TINY_RUN]) == 0
+    out = tmp_path / "test.json"
+    assert cli_main(["eval", "--checkpoint", str(run), "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["num_samples"] == 2 and 0 <= metrics["instance_miou"] <= 100
+    capsys.readouterr()
+    predicted = tmp_path / "predicted"
+    tile = root / "test" / "tile0.ply"
+    assert cli_main(["predict", str(tile), "--checkpoint", str(run), "--out-dir", str(predicted)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "(scans, 60 points)" in line and ("ground" in line or "building" in line)
+    points, labels = read_labeled_point_cloud(predicted / "tile0.parts.ply")
+    assert points.shape == (60, 3) and set(labels.tolist()) <= {0, 1}
+
+
+def test_viz_renders_a_file_with_a_folder_checkpoint(tmp_path):
+    _open3d_or_skip()
+    root = class_folder(tmp_path / "data", per_class=4)
+    run = tmp_path / "run"
+    assert cli_main(["train", "--config", "folder-cls", "--data-root", str(root), "--run-dir", str(run),
+                     *TINY_RUN]) == 0
+    png = tmp_path / "box.png"
+    assert cli_main(["viz", str(next((root / "box").glob("*.ply"))), "--checkpoint", str(run),
+                     "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

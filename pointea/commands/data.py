@@ -15,7 +15,8 @@ folder cannot be trained on, naming each problem as training would.
 
 EPILOG = """\
 layouts (classification: one folder per class; segmentation: clouds with per-point labels):
-  DIR/<class>/<files>                    no split: train / val / test carved per class
+  DIR/<class>/<files>                    no split: 20% of each class carved for test, and
+                                         --val-fraction of the rest for val
   DIR/<class>/{train,test}/<files>       DIR/{train,test}/<class>/<files>
   DIR/{train,test}/<files>               segmentation of one kind of object
   DIR/{train,test}/<category>/<files>    segmentation, each category its own parts
@@ -48,9 +49,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
                         help="share of each class's training clouds held out for validation when "
                              "the folder has no val split (default: %(default)s, as data.val_fraction)")
-    parser.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
-                        help="share of each class carved out for test when the folder has no splits "
-                             "(default: %(default)s, as data.test_fraction)")
     return parser
 
 
@@ -58,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from pointea.data.folder import inspect_folder
 
     try:
-        report = inspect_folder(args.root, task=args.task, val_fraction=args.val_fraction,
-                                test_fraction=args.test_fraction)
+        report = inspect_folder(args.root, task=args.task, val_fraction=args.val_fraction)
     except (FileNotFoundError, ValueError) as error:
         print(f"pointea data: error: {error}", file=sys.stderr)
         return 1

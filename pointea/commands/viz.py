@@ -350,6 +350,8 @@ def _predict(model, meta: Dict[str, Any], items: List[Item]) -> None:
             best = predict_points(item.points, model, meta, topk=1)["predictions"][0]
             item.pred_label, item.pred_probability = int(best["index"]), float(best["probability"])
             continue
+        if item.label is None and len(categories) == 1:
+            item.label = 0  # a model of one kind of object (a folder without categories) needs no name
         if item.label is None:
             raise ValueError(f"segmenting {item.name} needs its category: pass --category NAME "
                              f"(one of {', '.join(categories)})")

@@ -200,7 +200,6 @@ def _folder_options(data_config: DataConfig, split: str) -> Dict[str, Any]:
     return {
         "cache_dir": data_config.get("cache_dir"),
         "val_fraction": data_config.get("val_fraction", 0.1),
-        "test_fraction": data_config.get("test_fraction", 0.2),
         "split_seed": data_config.get("split_seed", 0),
     }
 
