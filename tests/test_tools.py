@@ -109,3 +109,30 @@ def test_predict_benchmark_writes_table_and_json(tmp_path, capsys):
     for row in rows:
         assert row["files_per_s"] == pytest.approx(5 / row["seconds"]) and row["seconds"] > 0
     assert "| predict | 4 " in capsys.readouterr().out
+
+
+def test_robustness_benchmark_times_every_setting_and_writes_json(tmp_path, capsys):
+    import torch
+
+    from pointea.data.synthetic import CATEGORIES
+    from pointea.engine.checkpoint import save_checkpoint
+    from pointea.models import build_model, model_config_to_dict
+
+    torch.manual_seed(0)
+    model = build_model("pointnet-cls", num_classes=len(CATEGORIES), embed_dims=(8,), head_dims=(8,))
+    dataset = {"name": "synthetic", "task": "classification", "in_channels": 3, "num_points": 64,
+               "classes": list(CATEGORIES)}
+    checkpoint = save_checkpoint(tmp_path / "tiny.pt", {
+        "model_config": model_config_to_dict(model.config), "model": model.state_dict(), "dataset": dataset,
+        "config": {"data": {"name": "synthetic", "num_samples": 4}}})
+    bench = load_tool("bench_robustness")
+    out = tmp_path / "bench_robustness.json"
+    assert bench.main(["--checkpoint", str(checkpoint), "--device", "cpu", "--threads", "1", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    rows = {row["what"]: row for row in record["results"]}
+    assert list(rows)[:7] == ["scale", "jitter", "rotate", "dropout_global", "dropout_local", "add_global", "add_local"]
+    assert rows["total"]["settings"] == 35 and rows["dropout_local"]["settings"] == 5
+    assert rows["total"]["seconds"] == record["robustness"]["seconds"] > 0
+    assert rows["total"]["clouds_per_s"] == pytest.approx(9 * 35 / rows["total"]["seconds"])
+    assert all(row["corrupt_s"] >= 0 and row["evaluate_s"] > 0 for row in record["results"][:7])
+    assert "| total " in capsys.readouterr().out

@@ -100,7 +100,9 @@ def robustness(
         ``corruption_accuracy`` ({name: OA_c}), ``mean_corrupted_accuracy`` (the mean over every
         setting), ``points_per_cloud`` ({name: {level: points}}), ``checkpoint``, ``dataset``,
         ``split``, ``num_points``, ``num_samples``, ``levels``, ``seed``, ``generated_by``,
-        ``seconds``; accuracies in percent.
+        ``seconds`` and ``timing`` (seconds: ``setup`` loading models and data, ``clean``, and
+        per corruption ``corrupt`` generating the clouds and ``evaluate`` running the model(s),
+        summed over levels); accuracies in percent.
 
     Raises:
         ValueError: an unknown corruption or level, a model that is not an xyz classifier, or a
@@ -161,16 +163,23 @@ def robustness(
                                class_names=m_meta.get("classes"))["overall_accuracy"]
                 for _, m, m_meta in models]
 
+    setup = time.perf_counter()
     clean_accuracy = accuracy(clean)
+    timing: Dict[str, Any] = {"setup": setup - start, "clean": time.perf_counter() - setup}
     table: List[Dict[str, Dict[str, float]]] = [{} for _ in models]  # per model: {name: {level: OA}}
     sizes: Dict[str, Dict[str, Any]] = {}
     for corruption in names:
+        spent = timing[corruption] = {"corrupt": 0.0, "evaluate": 0.0}
         for level in levels:
+            tic = time.perf_counter()
             corrupted = [corrupt_cloud(points, corruption, level, (seed, index)) for index, points in enumerate(clean)]
+            toc = time.perf_counter()
             counts = sorted({len(points) for points in corrupted})
             sizes.setdefault(corruption, {})[str(level)] = counts[0] if len(counts) == 1 else [counts[0], counts[-1]]
             for row, value in zip(table, accuracy(corrupted)):
                 row.setdefault(corruption, {})[str(level)] = value
+            spent["corrupt"] += toc - tic
+            spent["evaluate"] += time.perf_counter() - toc
             logger.info("%s level %d: OA %.2f%%", corruption, level, table[0][corruption][str(level)])
 
     summaries = [_summary(clean_oa, row) for clean_oa, row in zip(clean_accuracy, table)]
@@ -185,6 +194,7 @@ def robustness(
         "generated_by": GENERATED_BY.format(seed=seed),
         **summaries[0],
         "points_per_cloud": sizes,
+        "timing": _rounded(timing),
     }
     if baseline is not None:
         result["baseline"] = {"checkpoint": str(baseline), **summaries[1]}
@@ -281,6 +291,10 @@ def _summary(clean: float, per_level: Dict[str, Dict[str, float]]) -> Dict[str, 
         "corruption_accuracy": {name: float(np.mean(list(row.values()))) for name, row in per_level.items()},
         "corruptions": per_level,
     }
+
+
+def _rounded(timing: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: _rounded(v) if isinstance(v, dict) else round(v, 3) for k, v in timing.items()}
 
 
 def _ratio(numerator: float, denominator: float) -> Optional[float]:
