@@ -55,8 +55,8 @@ class DataConfig:
     """Which dataset to train on and how its samples are prepared."""
 
     name: str = "synthetic"  # a name of pointea.data.catalog.DATASETS
-    root: Optional[str] = None  # dataset folder; unused for synthetic
-    num_points: Optional[int] = 1024  # points per cloud; null keeps whole ShapeNetPart clouds
+    root: Optional[str] = None  # dataset folder; unused for generated datasets
+    num_points: Optional[int] = 1024  # points per cloud; null keeps whole clouds where the dataset can
     # train split only: load this many points per cloud and train on a fresh random num_points of
     # them every epoch (val and test keep their fixed num_points); null trains on fixed points
     resample_from: Optional[int] = None
@@ -64,8 +64,8 @@ class DataConfig:
     val_fraction: float = 0.1  # validation holdout carved from the official train split
     split_seed: int = 0  # seed of that holdout
     cache_dir: Optional[str] = None  # array cache; default ~/.cache/pointea
-    num_samples: Optional[int] = None  # synthetic only: train shapes per class (val and test get a quarter)
-    categories: Optional[List[str]] = None  # shapenetpart only: train on a subset of categories
+    num_samples: Optional[int] = None  # generated data: train shapes per class (val and test get a quarter)
+    categories: Optional[List[str]] = None  # part datasets: train on a subset of categories
 
 
 @dataclass
@@ -242,7 +242,7 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
 def validate_config(config: Config, source: str = "config") -> None:
     """Check the choices and ranges that the types alone do not express."""
     data, train = config.data, config.train
-    _check_choice(data.name, DATASETS, f"{source}: data.name")
+    _check_choice(data.name, list(CATALOG), f"{source}: data.name")  # read live: entries may be added
     _check_model_section(config.model, source)
     _check_choice(train.optimizer, OPTIMIZERS, f"{source}: train.optimizer")
     _check_choice(train.amp, AMP_MODES, f"{source}: train.amp")
