@@ -125,6 +125,10 @@ def test_bad_requests_fail_before_reading_data_with_one_line(trained, tmp_path, 
         robustness(path, corruptions=["jiter"], device="cpu")
     with pytest.raises(ValueError, match="severity level must be an integer 0..4, got 5"):
         robustness(path, levels=[5], device="cpu")
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        robustness(path, seed=-1, device="cpu")
+    with pytest.raises(ValueError, match="'shapenetpart' has no class labels"):
+        robustness(path, dataset="shapenetpart", device="cpu")
     with pytest.raises(SystemExit):
         main(["robustness", "--checkpoint", str(path), "--levels", "7"])
     assert "invalid choice" in capsys.readouterr().err

@@ -76,9 +76,6 @@ def run(args: argparse.Namespace) -> int:
     from pointea.engine.robustness import robustness
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.seed < 0:
-        print(f"pointea robustness: error: --seed must be >= 0, got {args.seed}", file=sys.stderr)
-        return 2
     try:
         result = robustness(
             args.checkpoint,

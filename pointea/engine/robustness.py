@@ -32,11 +32,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pointea.data.catalog import build_dataset, dataset_names, get_spec
+from pointea.data.catalog import dataset_names, get_spec
 from pointea.data.corruptions import CORRUPTIONS, LEVELS, check_corruption, check_level, corrupt_cloud
-from pointea.data.transforms import NormalizeUnitSphere
 from pointea.engine.device import resolve_device
 from pointea.engine.evaluate import evaluate_model, map_classes_by_name
+from pointea.engine.loop import load_split
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ def robustness(
     if not names or not levels:
         raise ValueError("nothing to evaluate: give at least one corruption and one level")
     names, levels = list(dict.fromkeys(names)), sorted(set(levels))
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     device = resolve_device(device)
     model, meta = load_model(checkpoint, device=device)
     name = dataset or meta.get("name")
@@ -132,13 +134,6 @@ def robustness(
     # Same dataset as in training: reuse its options (val holdout, seeds) and, by default, its root.
     data_config = dict(meta["config"].get("data") or {}) if name == meta.get("name") else {}
     data_config.update(num_points=num_points, use_normals=False)
-    models = [(checkpoint, model, meta)]
-    if baseline is not None:
-        models.append((baseline, *load_model(baseline, device=device)))
-    expected = spec.class_names(data_root, data_config)
-    for path, candidate, candidate_meta in models:
-        _check_model(path, candidate, candidate_meta, name, expected)
-
     if data_root is None and data_config.get("root") and spec.needs_root:
         data_root = data_config["root"]
         if not Path(data_root).exists():
@@ -146,8 +141,15 @@ def robustness(
                 f"the data root recorded in checkpoint {checkpoint} ({data_root}) does not exist here; "
                 "pass the dataset folder (--data-root DIR, or data_root= in Python)"
             )
-    # centred and scaled to the unit sphere as evaluation does, and as ModelNet-C's clean clouds are
-    data = build_dataset(name, data_root, split, data_config, transform=NormalizeUnitSphere())
+    models = [(checkpoint, model, meta)]
+    if baseline is not None:
+        models.append((baseline, *load_model(baseline, device=device)))
+    expected = spec.class_names(data_root, data_config)
+    for path, candidate, candidate_meta in models:
+        _check_model(path, candidate, candidate_meta, name, expected)
+
+    # evaluation's preprocessing: centred and scaled to the unit sphere, as ModelNet-C's clean clouds are
+    data = load_split(name, data_root, split, data_config)
     if len(data) == 0:
         raise ValueError(f"nothing to evaluate: {data} holds no clouds")
     items = [data[index] for index in range(len(data))]
