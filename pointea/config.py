@@ -34,7 +34,6 @@ MAX_LISTED_CHOICES = 12
 # a suggestion's difflib ratio may trail the best suggestion's by at most this much
 CLOSE_MATCH_MARGIN = 0.05
 
-DATASETS = tuple(CATALOG)  # data.name choices: the dataset catalog's names
 OPTIMIZERS = ("adamw", "sgd")
 AMP_MODES = ("auto", "none", "bf16")
 # train.augmentation names -> pointea.data.transforms classes

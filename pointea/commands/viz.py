@@ -14,7 +14,7 @@ import numpy as np
 
 from pointea.commands import positive_int
 from pointea.commands.robustness import CORRUPTION_NAMES
-from pointea.config import DATASETS
+from pointea.data.catalog import DATASETS, get_spec
 from pointea.data.orientation import UP_AXES, dataset_up_axis, find_layout, guess_up_axis, to_y_up
 
 logger = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source = parser.add_argument_group("input")
     source.add_argument("paths", nargs="*", metavar="PATH",
                         help="point cloud files (.ply .pcd .xyz .txt .csv .pts .npy .npz, meshes .off .obj .stl)")
-    source.add_argument("--dataset", choices=DATASETS, help="draw items of a dataset instead of files")
-    source.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed for synthetic)")
+    source.add_argument("--dataset", choices=list(DATASETS), help="draw items of a dataset instead of files")
+    source.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed for generated datasets)")
     source.add_argument("--split", default="test", choices=SPLITS, help="dataset split (default: test)")
     source.add_argument("--index", type=int, nargs="+", metavar="I", help="dataset item(s) (default: 0)")
     source.add_argument("--count", type=positive_int, metavar="N",
@@ -261,11 +261,14 @@ def _draw(args: argparse.Namespace) -> int:
 def _dataset_items(args: argparse.Namespace, meta: Dict[str, Any]):
     from pointea.engine.evaluate import build_dataset
 
-    if args.dataset != "synthetic" and not args.data_root:
-        raise ValueError(f"--dataset {args.dataset} needs --data-root DIR (only synthetic needs none)")
+    spec = get_spec(args.dataset)
+    if spec.needs_root and not args.data_root:
+        generated = ", ".join(name for name, other in DATASETS.items() if not other.needs_root)
+        raise ValueError(f"--dataset {args.dataset} needs --data-root DIR (only {generated} need none)")
     num_points = args.num_points or (1024 if args.corruption else meta.get("num_points"))  # ModelNet-C's size
-    if num_points is None and args.dataset != "shapenetpart":
-        num_points = 2048 if args.dataset == "synthetic" else 1024
+    if num_points is None and spec.default_num_points is not None:
+        # generated clouds cost nothing to make denser, and read better so
+        num_points = spec.default_num_points * (1 if spec.needs_root else 2)
     dataset = build_dataset(args.dataset, args.split, args.data_root, num_points=num_points,
                             use_normals=int(meta.get("in_channels", 3)) >= 6)
     size = len(dataset)
