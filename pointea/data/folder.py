@@ -70,6 +70,8 @@ LAYOUTS = {
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_TEST_FRACTION = 0.2
 CACHE_ARRAYS = ("points", "parts", "values", "presence", "files")
+# points a mesh is sampled with when inspected (the recipes' num_points)
+INSPECT_POINTS = 1024
 
 logger = logging.getLogger(__name__)
 
@@ -522,7 +524,7 @@ def inspect_folder(root: PathLike, task: Optional[str] = None, val_fraction: flo
     failures = []
     for entry in index.entries:
         try:
-            records[entry.path] = read_cloud(index.root, entry.path, 16, False, labelled=True)
+            records[entry.path] = read_cloud(index.root, entry.path, INSPECT_POINTS, False, labelled=True)
         except (ValueError, OSError) as error:
             failures.append({"file": entry.path, "reason": str(error)})
     declared, names_file, name_problem = None, None, []
