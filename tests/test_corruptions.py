@@ -95,9 +95,19 @@ def test_rotate_keeps_every_pairwise_distance(cloud):
         assert np.linalg.norm(out - cloud, axis=1).max() > 1e-3  # it did move
         np.testing.assert_allclose(torch.pdist(torch.from_numpy(out).double()),
                                    torch.pdist(torch.from_numpy(cloud)), atol=2e-6)
-        # the angle about each axis is at most (pi/6)(level + 1)/5: a bounded rotation
-        cos = (np.trace(np.linalg.lstsq(cloud, out, rcond=None)[0]) - 1) / 2
-        assert np.arccos(np.clip(cos, -1, 1)) <= 3 * (np.pi / 6) * (level + 1) / 5 + 1e-6
+
+
+def test_rotate_angles_about_x_y_z_reach_but_never_pass_the_levels_limit():
+    points = shape(128)
+    for level in range(5):
+        limit = (np.pi / 6) * (level + 1) / 5
+        angles = []
+        for seed in range(60):
+            # out = points @ R with R = Rz Ry Rx: read the three angles back from R
+            r = np.linalg.lstsq(points, corrupt_rotate(points, level, np.random.default_rng(seed)), rcond=None)[0]
+            angles.append([np.arctan2(r[2, 1], r[2, 2]), -np.arcsin(r[2, 0]), np.arctan2(r[1, 0], r[0, 0])])
+        largest = np.abs(angles).max(axis=0)
+        assert (largest <= limit + 1e-5).all() and (largest >= 0.9 * limit).all(), (level, largest / limit)
 
 
 def test_scale_is_a_scaling_per_axis_then_the_unit_sphere(cloud):
