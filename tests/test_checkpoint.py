@@ -223,3 +223,16 @@ def test_rng_state_survives_a_checkpoint(tmp_path):
     random.seed(7), np.random.seed(7), torch.manual_seed(7)
     restore_rng_state(load_checkpoint(path)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_resume_check_gives_settings_newer_than_the_checkpoint_their_default():
+    from pointea.config import config_to_dict, load_config
+    from pointea.engine.checkpoint import check_resumable
+
+    config = load_config(None, ["data.num_points=64"])
+    saved = config_to_dict(config)
+    del saved["data"]["split_seed"], saved["train"]["batch_size"]  # written before these existed
+    check_resumable(saved, config, "old.pt")
+    changed = load_config(None, ["data.num_points=64", "data.split_seed=3"])
+    with pytest.raises(ValueError, match=r"data.split_seed: 0 -> 3"):
+        check_resumable(saved, changed, "old.pt")

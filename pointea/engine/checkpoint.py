@@ -7,12 +7,18 @@ loads with ``torch.load(weights_only=True)`` (no arbitrary code runs when openin
 - ``"model_config"``: ``pointea.models.model_config_to_dict(model.config)``
 - ``"model"``: the model's ``state_dict()``
 - ``"dataset"``: ``{"name", "task", "classes" | "categories", "category_parts", "part_names",
-  "in_channels", "num_points"}``, enough for prediction and evaluation from the file alone
+  "in_channels", "num_points"}``, enough for prediction and evaluation from the file alone; the
+  names and the category -> parts table are the training dataset's
+  (:meth:`pointea.engine.tasks.Task.metadata`), so any dataset's table round-trips
 - ``"config"``: the resolved training configuration as a dict, ``"metrics"``: the last metrics
 - resumable checkpoints also hold ``"optimizer"``, ``"scheduler"``, ``"epoch"``, ``"step"``,
   ``"rng"`` (:func:`capture_rng_state`) and ``"best_metric"``, plus run bookkeeping; with
   ``train.ema_decay`` on, ``"model"`` is the averaged model and ``"trained_model"`` and
   ``"ema_num_averaged"`` hold what resuming needs; :func:`export_weights` drops them.
+
+Training writes ``best.pt`` with :func:`checkpoint_state` and ``last.pt`` with :func:`save_last`,
+and resumes with :func:`restore_training`, which refuses (:func:`check_resumable`) a configuration
+that changes the model, the data or the optimizer.
 """
 
 from __future__ import annotations
