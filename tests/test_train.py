@@ -232,6 +232,24 @@ def test_every_augmentation_name_builds_its_transform(name):
     assert points.shape == (4, 16 if name == "subsample" else 32, 3) and torch.isfinite(points).all()
 
 
+def test_in_memory_route_gives_the_items_the_loader_route_gives():
+    # one preprocessing path: the dataset's own transform, applied once to the whole split
+    from pointea.data.synthetic import SyntheticShapes
+    from pointea.engine.tasks import task_for
+
+    def shift(item):
+        return {**item, "points": NormalizeUnitSphere()(item)["points"] + 0.5}
+
+    for task in ("classification", "segmentation"):
+        dataset = SyntheticShapes("val", num_points=32, num_samples=1, transform=shift)
+        tensors = train_module._as_tensors(dataset, task_for(task), torch.device("cpu"))
+        for index in range(len(dataset)):
+            item = dataset[index]
+            torch.testing.assert_close(tensors["points"][index], item["points"])
+            for key in set(tensors) - {"points"}:
+                assert torch.equal(tensors[key][index], item[key])
+
+
 def test_resample_from_trains_on_a_fresh_subset_each_draw(tmp_path):
     config = tiny_config("data.resample_from=128", "train.augmentation=[]", "train.epochs=1")
     data = build_data(config, "classification", torch.device("cpu"))
