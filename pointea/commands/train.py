@@ -23,10 +23,13 @@ shipped recipes:
   synthetic-cls, synthetic-partseg   embedded procedural shapes, no download (quick start)
   modelnet40-cls, modelnet40-cls-cpu ModelNet40 classification (GPU / 2-core CPU recipe)
   shapenetpart-partseg               ShapeNetPart part segmentation (published settings)
+  folder-cls, folder-partseg         your own clouds: DIR/<class>/<files>, or per-point labels
+                                     (check the folder first: pointea data DIR)
 
 examples:
   pointea train --config synthetic-cls --run-dir runs/quickstart
   pointea train --config modelnet40-cls-cpu --data-root ~/data --run-dir runs/mn40
+  pointea train --config folder-cls --data-root ~/scans --run-dir runs/scans
   pointea train --config my.yaml --run-dir runs/x train.lr=0.01 train.epochs=50 \\
       model.preset=pointnet-cls model.overrides.dropout=0.5 train.augmentation=[]
   pointea train --resume runs/mn40                 # continue after an interruption
