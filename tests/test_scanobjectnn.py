@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from pointea.cli import main as cli_main
 from pointea.commands import download as download_command
+from pointea.config import load_config
 from pointea.data.download import DownloadError, download_dataset
 from pointea.data.scanobjectnn import SCANOBJECTNN_CLASSES, VARIANTS, ScanObjectNN, variant_file
 
@@ -220,3 +223,30 @@ def test_download_explains_the_request_and_fetches_nothing(tmp_path, capsys, mon
     assert download_dataset("scanobjectnn", root) == root / "ScanObjectNN" / "h5_files" / "main_split"
     assert run_download(["download", "scanobjectnn", "--data-root", str(root)]) == 0
     assert len(ScanObjectNN(root, split="test")) == 15
+
+
+def test_recipe_settings():
+    config = load_config("scanobjectnn-cls")
+    assert config.data.name == "scanobjectnn" and config.data.num_points == 1024
+    assert config.data.resample_from == POINTS
+    assert {"name": "rotate_up", "axis": "y"} in config.train.augmentation  # the scans stand on y
+
+
+def test_recipe_trains_and_evaluates(tmp_path):
+    root = tmp_path / "data"
+    for seed, (official, per_class) in enumerate((("trainval", 3), ("test", 1))):
+        write_h5(root / "ScanObjectNN" / "h5_files" / variant_file("pb_t50_rs", official), per_class, seed)
+    run_dir, out = tmp_path / "run", tmp_path / "test.json"
+    tiny = ["train.epochs=1", "train.warmup_epochs=0", "train.batch_size=8", "train.progress=false",
+            "train.threads=1", "data.num_points=64", "data.resample_from=128",
+            "model.overrides.embed_dims=[16,16]", "model.overrides.num_blocks=1",
+            "model.overrides.fuse_dim=32", "model.overrides.head_dims=[32]"]
+    assert cli_main(["train", "--config", "scanobjectnn-cls", "--data-root", str(root),
+                     "--run-dir", str(run_dir), "--device", "cpu", *tiny]) == 0
+    checkpoint = torch.load(run_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    assert list(SCANOBJECTNN_CLASSES) == checkpoint["dataset"]["classes"]
+    assert cli_main(["eval", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"),
+                     "--data-root", str(root), "--device", "cpu", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["dataset"] == "scanobjectnn" and result["split"] == "test"
+    assert 0.0 <= result["overall_accuracy"] <= 100.0
