@@ -13,7 +13,6 @@ dataset's reader.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Mapping, Optional, Tuple, Union
 
 import numpy as np
