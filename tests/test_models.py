@@ -229,5 +229,5 @@ def test_models_command_lists_presets(capsys):
     out = capsys.readouterr().out
     assert "pointnet-cls" in out and "0.818" in out and "GFLOPs@512" in out
     assert "embed_dims: [64, 64, 64, 128, 1024]" in out
-    with pytest.raises(SystemExit, match="unknown preset 'pointnet3'; valid: pointea-cls"):
+    with pytest.raises(SystemExit, match="unknown preset or shipped weights 'pointnet3'; .*did you mean pointnet-cls"):
         main(["models", "--name", "pointnet3"])

@@ -49,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
 
     shipped = list_pretrained()
     if args.name is not None and args.name not in PRESETS and args.name not in shipped:
-        raise SystemExit(f"pointea models: unknown preset or shipped weights {args.name!r}; "
-                         f"presets: {', '.join(PRESETS)}; shipped weights: {', '.join(shipped) or 'none'}")
+        from pointea.config import choices_hint
+
+        hint = choices_hint(args.name, [*PRESETS, *shipped], "presets and shipped weights")
+        raise SystemExit(f"pointea models: unknown preset or shipped weights {args.name!r}{hint}")
     if args.name is None or args.name in PRESETS:
         num_points = args.num_points or DEFAULT_POINTS
         print_presets([args.name] if args.name else list(PRESETS), num_points, detail=args.name is not None)
