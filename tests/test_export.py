@@ -171,3 +171,30 @@ def test_a_run_folder_exports_its_best_checkpoint_under_the_folder_name(tmp_path
 
 def test_the_command_offers_the_engine_formats():
     assert export_command.FORMATS == export_module.FORMATS
+
+
+# `pointea export` on a disk that is full once the checkpoint is loaded: no file may grow past
+# 4 KiB (RLIMIT_FSIZE with SIGXFSZ ignored, so writes fail with EFBIG)
+EXPORT_ON_A_FULL_DISK = """
+import resource, signal, sys
+from pointea.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX only")
+def test_torchscript_export_on_a_full_disk_is_a_one_line_error(tmp_path, attention_classifier):
+    import subprocess
+
+    path, _ = attention_classifier
+    out_dir = tmp_path / "out"
+    argv = [sys.executable, "-c", EXPORT_ON_A_FULL_DISK, "export", "--checkpoint", str(path),
+            "--out-dir", str(out_dir), "--format", "torchscript"]
+    process = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 1, process.stderr  # torch's own writer aborted with SIGABRT (-6)
+    errors = [line for line in process.stderr.splitlines() if "error:" in line]
+    assert errors == [f"pointea export: error: cannot write {out_dir / 'ea.torchscript.pt'}: file too large"], \
+        process.stderr
+    assert list(out_dir.glob("*.tmp")) == [] and list(out_dir.glob(".*.tmp")) == []

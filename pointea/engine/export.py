@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pointea.atomic import atomic_path, atomic_write_text
+from pointea.atomic import WriteError, atomic_path, atomic_write_text
 from pointea.engine.tasks import task_for
 
 logger = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ def export_model(
             else:
                 export_onnx(model, example, path)
                 run = _onnx_runner(path)
+        except WriteError:  # a full disk fails every format alike: stop with its one-line error
+            raise
         except Exception as error:  # an exporter's failure on one format must not hide the others
             message = str(error).strip().splitlines()[0] if str(error).strip() else ""
             entry.update(ok=False, error=f"{type(error).__name__}: {message}")
@@ -152,8 +154,10 @@ def export_torchscript(model: nn.Module, example: Tuple[Tensor, ...], path: Path
     """Trace ``model`` on ``example`` and save it with ``torch.jit.save`` (atomically)."""
     with _quiet_tracing(), torch.no_grad():
         traced = torch.jit.trace(model, example, check_trace=False)
-        with atomic_path(path) as tmp:
-            torch.jit.save(traced, str(tmp))
+        # through a Python file object: torch's own writer aborts the process on a full disk,
+        # a Python handle raises an OSError that atomic_path reports with the path
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            torch.jit.save(traced, handle)
     return Path(path)
 
 
