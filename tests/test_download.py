@@ -609,3 +609,42 @@ def test_describe_failure_in_words():
     assert download.describe_failure("file:///nowhere/x.zip", missing) == "no file at /nowhere/x.zip"
     http_404 = urllib.error.HTTPError("https://h/x.zip", 404, "Not Found", {}, None)
     assert download.describe_failure("https://h/x.zip", http_404) == "h answered HTTP 404 Not Found for https://h/x.zip"
+
+
+# a disk that is full for anything over 4 KiB (RLIMIT_FSIZE with SIGXFSZ ignored: writes fail
+# with EFBIG), for the download and for the unpacking
+DOWNLOAD_ON_A_FULL_DISK = """
+import logging, resource, signal, sys
+from pointea.data.download import download_dataset
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+try:
+    download_dataset("modelnet40", sys.argv[1], url=sys.argv[2])
+except OSError as error:
+    print(type(error).__name__, error)
+"""
+
+
+@pytest.mark.parametrize("where", ["download", "unpack"])
+def test_full_disk_names_the_file_and_is_not_retried(tmp_path, where):
+    import subprocess
+    import sys
+
+    archive = tmp_path / FILENAME
+    archive.write_bytes(_zip(FILES))  # ~100 kB, over the limit both packed and unpacked
+    root = tmp_path / "data"
+    if where == "unpack":  # an archive already in place: only the unpacking writes
+        root.mkdir()
+        shutil.copy(archive, root / FILENAME)
+    process = subprocess.run([sys.executable, "-c", DOWNLOAD_ON_A_FULL_DISK, str(root), archive.as_uri()],
+                             capture_output=True, text=True, timeout=60)
+    assert process.returncode == 0, process.stderr
+    written = root / (FILENAME + ".part") if where == "download" else root / "*" / FOLDER / "ply_data_train0.h5"
+    assert process.stdout.startswith(f"WriteError cannot write {root}/"), process.stdout
+    assert process.stdout.rstrip().endswith(": file too large"), process.stdout
+    if where == "download":
+        assert process.stdout.split()[3].rstrip(":") == str(written)
+        assert "resuming" not in process.stderr  # a full disk is not retried
+    else:
+        assert process.stdout.split()[3].endswith(f"{FOLDER}/ply_data_train0.h5:")
+    assert not (root / FOLDER).exists()

@@ -43,6 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Dict, List, Optional, Union
 
 from pointea import __version__
+from pointea.atomic import WriteError, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +224,8 @@ def download_dataset(
             placed_by_hand = (root / source.filename).is_file()
             try:
                 archive = fetch_archive(source, root, progress=progress)
+            except WriteError:  # a full disk: no other source would fit either
+                raise
             except (urllib.error.URLError, OSError) as error:
                 failures.append(f"{source.filename}: {describe_failure(source.url, error)}")
                 continue
@@ -298,7 +301,7 @@ def fetch_archive(source: Source, root: Path, progress: bool = False) -> Path:
         try:
             _download(source.url, partial, progress)
             break
-        except urllib.error.HTTPError:
+        except (urllib.error.HTTPError, WriteError):  # a full disk is not helped by retrying
             raise
         except OSError as error:
             if attempt == ATTEMPTS or not partial.exists():
@@ -431,6 +434,11 @@ def _download(url: str, partial: Path, progress: bool) -> None:
                     bar.update(len(chunk))
         except http.client.HTTPException as error:
             raise _Incomplete(f"{url}: connection broken ({error!r})") from None
+        except OSError as error:  # a full disk: name the partial file, not the connection
+            converted = write_error(partial, error)
+            if converted is None:
+                raise
+            raise converted from error
         finally:
             bar.close()
     size = partial.stat().st_size
@@ -516,16 +524,22 @@ class _Budget:
     def copy(self, source: BinaryIO, target: Path, name: str, compressed: Optional[int]) -> None:
         """Stream member ``name`` into a new file, refusing it before a chunk crosses a limit."""
         member = 0
-        with open(target, "xb") as out:
-            for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
-                member += len(chunk)
-                self.written += len(chunk)
-                if self.written > self.max_bytes:
-                    raise ValueError(f"{self.archive}: stopped at member {name!r}, more than the "
-                                     f"{self._limit_text()} would be unpacked")
-                self._check_ratio(name, member, compressed)
-                self._check_ratio(name, self.written, self.archive_size)
-                out.write(chunk)
+        try:
+            with open(target, "xb") as out:
+                for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+                    member += len(chunk)
+                    self.written += len(chunk)
+                    if self.written > self.max_bytes:
+                        raise ValueError(f"{self.archive}: stopped at member {name!r}, more than the "
+                                         f"{self._limit_text()} would be unpacked")
+                    self._check_ratio(name, member, compressed)
+                    self._check_ratio(name, self.written, self.archive_size)
+                    out.write(chunk)
+        except OSError as error:  # a full disk: name the file being unpacked
+            converted = write_error(target, error)
+            if converted is None:
+                raise
+            raise converted from error
 
     def _check_ratio(self, name: str, size: int, packed: Optional[int]) -> None:
         if packed is not None and size > RATIO_MIN_BYTES and size > self.max_ratio * max(packed, 1):
