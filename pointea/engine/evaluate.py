@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -211,22 +211,8 @@ def evaluate(
 
     device = resolve_device(device)
     model, meta = load_model(checkpoint, device=device)
-    name = dataset or meta.get("name")
-    if name is None:
-        raise ValueError(
-            f"checkpoint {checkpoint} records no dataset name; pass dataset= one of {', '.join(DATASETS)}"
-        )
-    spec = get_spec(name)
+    name, spec, data_root, data_config = evaluation_data(checkpoint, meta, dataset, data_root)
     num_points = num_points or meta.get("num_points")  # None keeps whole clouds where the dataset allows
-    # Same dataset as in training: reuse its options (val holdout, seeds) and, by default, its root.
-    data_config = dict(meta["config"].get("data") or {}) if name == meta.get("name") else {}
-    if data_root is None and data_config.get("root") and spec.needs_root:
-        data_root = data_config["root"]
-        if not Path(data_root).exists():
-            raise FileNotFoundError(
-                f"the data root recorded in checkpoint {checkpoint} ({data_root}) does not exist here; "
-                "pass the dataset folder (--data-root DIR, or data_root= in Python)"
-            )
     task = task_for(model)
     class_names = meta.get("classes") if not task.uses_category else None
     _check_classes_early(model, class_names, spec.class_names(data_root, data_config), name, checkpoint)
@@ -236,6 +222,30 @@ def evaluate(
     result = evaluate_model(model, data, batch_size=batch_size, device=device, votes=votes, seed=seed,
                             class_names=class_names)
     return {"checkpoint": str(checkpoint), "dataset": name, "split": split, "num_points": num_points, **result}
+
+
+def evaluation_data(checkpoint: PathLike, meta: Dict[str, Any], dataset: Optional[str] = None,
+                    data_root: Optional[PathLike] = None) -> Tuple[str, Any, Optional[PathLike], Dict[str, Any]]:
+    """The dataset a checkpoint is evaluated on: ``(name, spec, data_root, data_config)``.
+
+    ``dataset`` overrides the checkpoint's own. On the training dataset its options (val holdout,
+    seeds) are reused and, without ``data_root``, its recorded root, which must exist here.
+    """
+    name = dataset or meta.get("name")
+    if name is None:
+        raise ValueError(
+            f"checkpoint {checkpoint} records no dataset name; pass dataset= one of {', '.join(DATASETS)}"
+        )
+    spec = get_spec(name)
+    data_config = dict(meta["config"].get("data") or {}) if name == meta.get("name") else {}
+    if data_root is None and data_config.get("root") and spec.needs_root:
+        data_root = data_config["root"]
+        if not Path(data_root).exists():
+            raise FileNotFoundError(
+                f"the data root recorded in checkpoint {checkpoint} ({data_root}) does not exist here; "
+                "pass the dataset folder (--data-root DIR, or data_root= in Python)"
+            )
+    return name, spec, data_root, data_config
 
 
 def _check_classes_early(model: nn.Module, class_names: Optional[Sequence[str]],

@@ -32,10 +32,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pointea.data.catalog import dataset_names, get_spec
+from pointea.data.catalog import dataset_names
 from pointea.data.corruptions import CORRUPTIONS, LEVELS, check_corruption, check_level, corrupt_cloud
 from pointea.engine.device import resolve_device
-from pointea.engine.evaluate import evaluate_model, map_classes_by_name
+from pointea.engine.evaluate import evaluate_model, evaluation_data, map_classes_by_name
 from pointea.engine.loop import load_split
 
 logger = logging.getLogger(__name__)
@@ -121,26 +121,11 @@ def robustness(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     device = resolve_device(device)
     model, meta = load_model(checkpoint, device=device)
-    name = dataset or meta.get("name")
-    if name is None:
-        raise ValueError(
-            f"checkpoint {checkpoint} records no dataset name; pass dataset= one of "
-            f"{', '.join(dataset_names('classification'))}"
-        )
-    spec = get_spec(name)
+    name, spec, data_root, data_config = evaluation_data(checkpoint, meta, dataset, data_root)
     if "classification" not in spec.tasks:
         raise ValueError(f"dataset {name!r} has no class labels; robustness evaluates classifiers on one of "
                          f"{', '.join(dataset_names('classification'))}")
-    # Same dataset as in training: reuse its options (val holdout, seeds) and, by default, its root.
-    data_config = dict(meta["config"].get("data") or {}) if name == meta.get("name") else {}
     data_config.update(num_points=num_points, use_normals=False)
-    if data_root is None and data_config.get("root") and spec.needs_root:
-        data_root = data_config["root"]
-        if not Path(data_root).exists():
-            raise FileNotFoundError(
-                f"the data root recorded in checkpoint {checkpoint} ({data_root}) does not exist here; "
-                "pass the dataset folder (--data-root DIR, or data_root= in Python)"
-            )
     models = [(checkpoint, model, meta)]
     if baseline is not None:
         models.append((baseline, *load_model(baseline, device=device)))
