@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pointea.atomic import atomic_write_text
+from pointea.tables import markdown_table
 from pointea.data.modelnet import LAYOUTS as MODELNET_LAYOUTS
 from pointea.data.modelnet import ModelNet10, ModelNet40
 from pointea.data.shapenetpart import LAYOUTS as SHAPENETPART_LAYOUTS
@@ -108,10 +109,7 @@ def format_table(rows: List[Dict[str, object]]) -> str:
             f"{r['cold_shapes_per_s']:,.0f}", f"{r['warm_s']:.3f}", f"{r['warm_shapes_per_s']:,.0f}",
             "-" if tensors is None else f"{tensors:.3f}", f"{r['epoch_loader_s']:.3f}",
         ))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    out = ["| " + " | ".join(str(v).ljust(w) for v, w in zip(line, widths)) + " |" for line in lines]
-    out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
+    return markdown_table(lines[0], lines[1:])
 
 
 def main(argv: Optional[List[str]] = None) -> int:

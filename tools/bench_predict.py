@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from pointea.atomic import atomic_write_text
+from pointea.commands import positive_int
+from pointea.tables import markdown_table
 from pointea.data.io import WRITE_SUFFIXES, read_point_cloud, write_point_cloud
 from pointea.engine.predict import DEFAULT_BATCH_SIZE, predict_files
 from pointea.models import build_model
@@ -87,32 +89,22 @@ def format_table(rows: List[Dict[str, object]]) -> str:
          f"{r['files_per_s']:,.1f}")
         for r in rows
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["| " + " | ".join(v.ljust(w) for v, w in zip(line, widths)) + " |" for line in lines]
-    out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return markdown_table(lines[0], lines[1:])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=_positive, default=908, metavar="N", help="clouds to write (default 908)")
-    parser.add_argument("--points", type=_positive, default=2048, metavar="N", help="points per file (default 2048)")
+    parser.add_argument("--files", type=positive_int, default=908, metavar="N", help="clouds to write (default 908)")
+    parser.add_argument("--points", type=positive_int, default=2048, metavar="N", help="points per file (default 2048)")
     parser.add_argument("--format", default=".txt", choices=WRITE_SUFFIXES, help="file format (default .txt)")
     parser.add_argument("--preset", default="pointea-cls", help="model preset (default pointea-cls)")
-    parser.add_argument("--classes", type=_positive, default=10, metavar="N", help="model classes (default 10)")
-    parser.add_argument("--num-points", type=_positive, default=1024, metavar="N",
+    parser.add_argument("--classes", type=positive_int, default=10, metavar="N", help="model classes (default 10)")
+    parser.add_argument("--num-points", type=positive_int, default=1024, metavar="N",
                         help="points fed to the model (default 1024)")
-    parser.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                         help=f"the batched run's batch size (default {DEFAULT_BATCH_SIZE}, predict's default)")
-    parser.add_argument("--repeats", type=_positive, default=1, metavar="N", help="best of this many (default 1)")
-    parser.add_argument("--threads", type=_positive, metavar="N", help="torch threads (default: torch's)")
+    parser.add_argument("--repeats", type=positive_int, default=1, metavar="N", help="best of this many (default 1)")
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="torch threads (default: torch's)")
     parser.add_argument("--out", metavar="JSON", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.threads:

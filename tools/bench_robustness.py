@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from pointea.atomic import atomic_write_text
+from pointea.commands import positive_int
+from pointea.tables import markdown_table
 from pointea.data.corruptions import CORRUPTIONS, LEVELS
 from pointea.engine.robustness import robustness
 
@@ -59,17 +61,7 @@ def format_table(table: List[Dict[str, Any]]) -> str:
          f"{r['seconds']:.3f}", cell(r["clouds_per_s"], ",.1f"), cell(r["accuracy"], ".2f"))
         for r in table
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["| " + " | ".join(v.ljust(w) for v, w in zip(line, widths)) + " |" for line in lines]
-    out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return markdown_table(lines[0], lines[1:])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -85,9 +77,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--levels", nargs="+", type=int, choices=range(LEVELS), metavar="L",
                         help="levels (default all five)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="corruption seed (default 0)")
-    parser.add_argument("--batch-size", type=_positive, default=32, metavar="N", help="clouds per batch (default 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="clouds per batch (default 32)")
     parser.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda or cuda:K")
-    parser.add_argument("--threads", type=_positive, metavar="N", help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="torch threads (default: torch's)")
     parser.add_argument("--out", metavar="JSON", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.threads:
