@@ -191,3 +191,14 @@ def test_shared_options_are_where_the_convention_puts_them():
         assert (args.split, args.device, args.data_root) == ("test", "auto", None), argv
     args = parser.parse_args(["train", "--config", "synthetic-cls"])
     assert (args.device, args.data_root, args.run_dir) == ("auto", None, None)
+
+
+def test_train_help_lists_every_shipped_recipe_with_its_summary():
+    from pointea.config import available_configs
+
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    section = text.split("shipped recipes (--config NAME):\n", 1)[1].split("\n\n", 1)[0]
+    listed = {line.split()[0]: " ".join(line.split()[1:]) for line in section.splitlines()}
+    assert sorted(listed) == sorted(available_configs())
+    assert listed["synthetic-cls"] == "Classify the embedded procedural shapes"
+    assert all(listed.values())

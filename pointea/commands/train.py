@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from pointea.commands import add_data_root_argument, add_device_argument
@@ -19,13 +20,6 @@ GPU); train.batch_size is the global batch, split across the processes.
 """
 
 EPILOG = """\
-shipped recipes:
-  synthetic-cls, synthetic-partseg   embedded procedural shapes, no download (quick start)
-  modelnet40-cls, modelnet40-cls-cpu ModelNet40 classification (GPU / 2-core CPU recipe)
-  shapenetpart-partseg               ShapeNetPart part segmentation (published settings)
-  folder-cls, folder-partseg         your own clouds: DIR/<class>/<files>, or per-point labels
-                                     (check the folder first: pointea data DIR)
-
 examples:
   pointea train --config synthetic-cls --run-dir runs/quickstart
   pointea train --config modelnet40-cls-cpu --data-root ~/data --run-dir runs/mn40
@@ -37,6 +31,19 @@ examples:
   torchrun --nproc_per_node 4 -m pointea train --config modelnet40-cls --data-root ~/data \\
       --run-dir runs/mn40-ddp
 """
+
+
+def recipes_help() -> str:
+    """The shipped recipes as an epilog section: name and the first phrase of its header comment."""
+    from pointea.config import CONFIG_DIR, available_configs
+
+    lines = []
+    width = max(map(len, available_configs())) + 2
+    for name in available_configs():
+        first = (CONFIG_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[:1] or [""]
+        summary = re.split(r"[:(.;]", first[0].lstrip("# "), maxsplit=1)[0].strip()
+        lines.append(f"  {name:<{width}} {summary}")
+    return "shipped recipes (--config NAME):\n" + "\n".join(lines) + "\n\n"
 
 
 def datasets_help() -> str:
@@ -53,7 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train",
         help="train a model from a YAML recipe",
         description=DESCRIPTION,
-        epilog=EPILOG + datasets_help(),
+        epilog=recipes_help() + EPILOG + datasets_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
