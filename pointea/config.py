@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import os
 import typing
 from dataclasses import dataclass, field
@@ -46,7 +47,12 @@ AUGMENTATIONS = {
     "point_dropout": "RandomPointDropout",
     "subsample": "RandomSubsample",
     "shuffle": "ShufflePoints",
+    "pointwolf": "PointWOLF",
+    "noise_points": "RandomNoisePoints",
+    "rsmix": "RSMix",
 }
+# constructor arguments the engine supplies, not the config
+AUGMENTATION_ENGINE_ARGS = ("generator", "num_classes")
 
 
 @dataclass
@@ -279,6 +285,7 @@ def validate_config(config: Config, source: str = "config") -> None:
                 f"(one of {', '.join(AUGMENTATIONS)}), got {aug!r}"
             )
         _check_choice(aug["name"], AUGMENTATIONS, f"{source}: train.augmentation[{index}].name")
+    _check_augmentation_arguments(config, source)
     if train.select_metric is not None and train.select_metric.startswith("test"):
         raise ValueError(f"{source}: train.select_metric selects on validation metrics only")
 
@@ -307,6 +314,44 @@ def choices_hint(value: Any, choices: Sequence[str], label: str = "valid", prefi
 def _check_choice(value: str, choices: Sequence[str], what: str) -> None:
     if value not in choices:
         raise ValueError(f"{what} is {value!r}{choices_hint(value, choices, 'valid choices')}")
+
+
+def augmentation_kwargs(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """A ``train.augmentation`` entry's arguments for its transform (YAML lists become tuples)."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in spec.items() if key != "name"}
+
+
+def _check_augmentation_arguments(config: Config, source: str) -> None:
+    """Build each augmentation entry once, so that a misspelt or bad argument fails at load, and
+    keep mixing entries last and to classification."""
+    # imported here so that importing pointea.config stays free of torch
+    from pointea.data import transforms
+    from pointea.models import PRESETS
+
+    mixing_seen = None
+    for index, spec in enumerate(config.train.augmentation):
+        what = f"{source}: train.augmentation[{index}] ({spec['name']})"
+        cls = getattr(transforms, AUGMENTATIONS[spec["name"]])
+        valid = [name for name in inspect.signature(cls).parameters if name not in AUGMENTATION_ENGINE_ARGS]
+        kwargs = augmentation_kwargs(spec)
+        for key in kwargs:
+            if key not in valid:
+                raise ValueError(f"{what}: unknown argument {key!r}{choices_hint(key, valid, 'valid arguments')}")
+        try:
+            cls(**kwargs)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{what}: {error}") from None
+        mixes = getattr(cls, "mixes_samples", False)
+        if mixes:
+            preset = PRESETS.get(config.model.preset)
+            task = config.model.overrides.get("task", preset.task if preset else None)
+            if task != "classification":
+                raise ValueError(f"{what} mixes clouds and their class labels: classification only, "
+                                 f"but model.preset {config.model.preset!r} is a {task} model")
+            mixing_seen = index
+        elif mixing_seen is not None:
+            raise ValueError(f"{what} comes after the mixing entry train.augmentation[{mixing_seen}]; "
+                             "mixing must come last, after the per-cloud augmentations")
 
 
 def _check_model_section(model: ModelSection, source: str) -> None:

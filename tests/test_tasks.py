@@ -64,6 +64,34 @@ def test_classification_loss_with_label_smoothing_and_hits():
     assert int(correct) == 1 and int(count) == 2
 
 
+def test_classification_loss_against_soft_targets():
+    # mixed samples: -sum_k t'_k log p_k with t' = (1 - e) t + e / K, written out per row
+    rows = [[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]
+    targets = [[0.7, 0.0, 0.3], [0.0, 0.4, 0.6]]
+    smoothing = 0.1
+    expected = 0.0
+    for logits_row, target_row in zip(rows, targets):
+        log_z = math.log(sum(math.exp(v) for v in logits_row))
+        smoothed = [(1 - smoothing) * t + smoothing / 3 for t in target_row]
+        expected -= sum(t * (v - log_z) for t, v in zip(smoothed, logits_row)) / 2
+    loss, correct, count = CLS.loss(torch.tensor(rows), {"label": torch.tensor(targets)}, smoothing)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # accuracy against the target's argmax: classes 0 and 2, predictions 0 and 1
+    assert int(correct) == 1 and int(count) == 2
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_one_hot_soft_targets_give_the_hard_loss(smoothing):
+    logits = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 4, 2, 2, 1, 3])
+    hard = CLS.loss(logits, {"label": labels}, smoothing)
+    soft = CLS.loss(logits, {"label": torch.nn.functional.one_hot(labels, 5).float()}, smoothing)
+    torch.testing.assert_close(soft[0], hard[0])
+    assert int(soft[1]) == int(hard[1]) and int(soft[2]) == int(hard[2]) == 6
+    with pytest.raises(ValueError, match=r"soft targets must have the logits' shape \(6, 5\), got \(6, 4\)"):
+        CLS.loss(logits, {"label": torch.zeros(6, 4)}, smoothing)
+
+
 def test_segmentation_loss_ignores_padding():
     logits = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [9.0, -9.0]]])  # (B=1, N=3, P=2)
     batch = {"parts": torch.tensor([[0, 0, -1]])}  # the third point is padding

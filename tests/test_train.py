@@ -226,7 +226,7 @@ def test_segmentation_through_dataloader_path(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
 def test_every_augmentation_name_builds_its_transform(name):
     spec = {"name": name, **({"num_points": 16} if name == "subsample" else {})}
-    augment = build_augmentation([spec], torch.Generator().manual_seed(0))
+    augment = build_augmentation([spec], torch.Generator().manual_seed(0), num_classes=2)
     assert type(augment.transforms[0]).__name__ == AUGMENTATIONS[name]
     points = augment({"points": torch.randn(4, 32, 3), "label": torch.zeros(4, dtype=torch.long)})["points"]
     assert points.shape == (4, 16 if name == "subsample" else 32, 3) and torch.isfinite(points).all()

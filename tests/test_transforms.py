@@ -9,10 +9,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pointea.data.transforms import (
+    RSMix,
     Compose,
     FarthestPointSubsample,
     NormalizeUnitSphere,
+    PointWOLF,
     RandomJitter,
+    RandomNoisePoints,
     RandomPointDropout,
     RandomRotateSO3,
     RandomRotateUp,
@@ -47,6 +50,10 @@ RANDOM_TRANSFORMS = [
     lambda g: RandomSubsample(100, generator=g),
     lambda g: FarthestPointSubsample(100, random_start=True, generator=g),
     lambda g: ShufflePoints(generator=g),
+    lambda g: PointWOLF(generator=g),
+    lambda g: PointWOLF(sample_type="random", normalize=False, generator=g),
+    lambda g: RandomNoisePoints(generator=g),
+    lambda g: RandomNoisePoints(max_ratio=0.5, region="box", generator=g),
 ]
 ALL_TRANSFORMS = RANDOM_TRANSFORMS + [lambda g: NormalizeUnitSphere(), lambda g: FarthestPointSubsample(100)]
 
@@ -301,3 +308,238 @@ def test_normalize_unit_sphere_is_scale_invariant_without_overflow():
         scaled = NormalizeUnitSphere()({"points": points * scale})["points"]
         torch.testing.assert_close(scaled, reference, atol=1e-5, rtol=0)
     assert torch.allclose(reference.norm(dim=-1).amax(dim=1), torch.ones(2))
+
+
+# --------------------------------------------------------------------------- robust training
+
+
+def _unit_item(N: int = 128, batch: int = 4, seed: int = 0) -> dict:
+    """:func:`_item` clouds centred and scaled into the unit sphere, as training feeds them."""
+    item = _item(N=N, batch=batch, seed=seed)
+    return {**NormalizeUnitSphere()(item), "label": torch.arange(batch)}
+
+
+@pytest.mark.parametrize("sample_type", ["fps", "random"])
+def test_pointwolf_with_zero_ranges_is_the_identity(sample_type):
+    still = dict(max_rotation=0.0, max_scale=1.0, max_translation=0.0, sample_type=sample_type)
+    item = _unit_item()
+    out = PointWOLF(**still, generator=_gen())(item)
+    torch.testing.assert_close(out["points"], item["points"], atol=1e-5, rtol=0)
+    assert torch.equal(out["label"], item["label"]) and torch.equal(out["parts"], item["parts"])
+    raw = _item(batch=2)  # off-centre clouds stay where they are without the final normalization
+    out = PointWOLF(**still, normalize=False, generator=_gen())(raw)
+    torch.testing.assert_close(out["points"], raw["points"], atol=1e-5, rtol=0)
+
+
+def test_pointwolf_one_anchor_rotation_is_rigid_about_the_anchor():
+    # One anchor takes every kernel weight, so the cloud turns rigidly about that anchor (a point
+    # of the cloud, which stays put); the normals turn with it.
+    item = _unit_item(N=64, batch=8)
+    out = PointWOLF(num_anchors=1, max_rotation=40.0, max_scale=1.0, max_translation=0.0, normalize=False,
+                    generator=_gen(2))(item)
+    xyz, new_xyz = item["points"][..., :3], out["points"][..., :3]
+    torch.testing.assert_close(_pairwise(new_xyz), _pairwise(xyz), atol=1e-4, rtol=1e-4)
+    assert ((new_xyz - xyz).norm(dim=-1).amin(dim=1) < 1e-5).all()  # the anchor
+    moved = (new_xyz - xyz).norm(dim=-1).amax(dim=1) > 1e-3  # rotation is kept with probability 1/2
+    assert 0 < moved.sum() < 8
+    rotation = torch.linalg.lstsq(xyz - xyz.mean(1, keepdim=True), new_xyz - new_xyz.mean(1, keepdim=True)).solution
+    torch.testing.assert_close(out["points"][..., 3:], item["points"][..., 3:] @ rotation, atol=1e-4, rtol=1e-4)
+
+
+def test_pointwolf_scaling_keeps_normals_perpendicular_and_the_defaults_deform():
+    # a tilted plane scaled about one anchor: normals must stay perpendicular to it
+    B = 16
+    u, v = torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0.0, 1.0, -0.3])
+    st = torch.rand(B, 32, 2, generator=_gen()) - 0.5
+    normals = torch.linalg.cross(u, v).expand(B, 32, 3)
+    points = torch.cat([st[..., :1] * u + st[..., 1:] * v, normals / normals.norm(dim=-1, keepdim=True)], dim=-1)
+    out = PointWOLF(num_anchors=1, max_rotation=0.0, max_scale=3.0, max_translation=0.0,
+                    generator=_gen())({"points": points})["points"]
+    tangents = out[:, 1:, :3] - out[:, :1, :3]
+    assert ((tangents * out[:, 1:, 3:]).sum(-1) / tangents.norm(dim=-1)).abs().max() < 1e-4
+    assert not torch.allclose(_pairwise(out[..., :3]), _pairwise(points[..., :3]) / 2, atol=1e-3)
+
+    item = _unit_item(N=256, batch=8)
+    deformed = PointWOLF(generator=_gen())(item)["points"]
+    assert deformed.shape == item["points"].shape and deformed.dtype == torch.float32
+    torch.testing.assert_close(deformed[..., :3].norm(dim=-1).amax(dim=1), torch.ones(8))  # renormalized
+    torch.testing.assert_close(deformed[..., 3:].norm(dim=-1), torch.ones(8, 256))
+    # non-rigid: the distances change, and not by one factor per cloud
+    ratio = _pairwise(deformed[..., :3])[:, 0, 1:] / _pairwise(item["points"][..., :3])[:, 0, 1:]
+    assert (ratio.std(dim=1) > 0.01).sum() >= 6
+
+
+@pytest.mark.parametrize("region", ["ball", "box"])
+def test_noise_points_replace_a_fraction_and_drop_their_parts(region):
+    item = _unit_item(N=512, batch=8)
+    out = RandomNoisePoints(max_ratio=0.3, region=region, generator=_gen())(item)
+    assert out["points"].shape == item["points"].shape and out["points"].dtype == torch.float32
+    assert torch.equal(out["label"], item["label"])
+    kept = (out["points"] == item["points"]).all(-1)  # (B, N)
+    assert torch.equal(out["parts"][kept], item["parts"][kept]) and (out["parts"][~kept] == -1).all()
+    fraction = (~kept).float().mean(dim=1)
+    assert fraction.max() <= 0.3 + 0.06 and fraction.std() > 0.02  # a random ratio per cloud
+    noise = out["points"][~kept]
+    torch.testing.assert_close(noise[:, 3:].norm(dim=-1), torch.ones(len(noise)))
+    if region == "ball":
+        assert noise[:, :3].norm(dim=-1).max() <= 1.0 + 1e-6 and noise[:, :3].norm(dim=-1).max() > 0.8
+    else:
+        xyz = item["points"][..., :3]
+        low, high = xyz.amin(1, keepdim=True), xyz.amax(1, keepdim=True)
+        inside = (out["points"][..., :3] >= low) & (out["points"][..., :3] <= high)
+        assert inside.all()
+    assert torch.equal(RandomNoisePoints(max_ratio=0.0, generator=_gen())(item)["points"], item["points"])
+
+
+def _tagged_batch(B: int = 8, N: int = 200, seed: int = 0) -> dict:
+    """Clouds whose 4th channel names their cloud and point (cloud * N + point)."""
+    xyz = NormalizeUnitSphere()({"points": torch.randn(B, N, 3, generator=_gen(seed))})["points"]
+    tag = torch.arange(B * N, dtype=torch.float32).reshape(B, N, 1)
+    return {"points": torch.cat([xyz, tag], dim=-1), "label": torch.arange(B), "parts": tag[..., 0].long()}
+
+
+def test_rsmix_inserts_a_rigid_subset_of_the_partner_and_mixes_labels_by_its_share():
+    B, N = 8, 200
+    mixed_clouds = 0
+    for seed in range(4):
+        item = _tagged_batch(B, N, seed)
+        out = RSMix(num_classes=B, beta=1.0, prob=1.0, generator=_gen(seed))(item)
+        points, labels = out["points"], out["label"]
+        assert points.shape == (B, N, 4) and labels.shape == (B, B) and labels.dtype == torch.float32
+        torch.testing.assert_close(labels.sum(1), torch.ones(B))
+        assert torch.equal(out["parts"], points[..., 3].long())  # per-point values come along
+        source = (points[..., 3] // N).long()  # (B, N) cloud each point comes from
+        for i in range(B):
+            kept = (points[i] == item["points"][i]).all(-1)  # own points stay in place, untouched
+            partners = source[i][~kept].unique()
+            assert len(partners) <= 1
+            lam = (~kept).float().mean()
+            if len(partners) == 0:
+                torch.testing.assert_close(labels[i], torch.eye(B)[i])
+                continue
+            j = int(partners[0])  # may be i itself: then the label stays one-hot
+            mixed_clouds += j != i
+            expected = (1 - lam) * torch.eye(B)[i] + lam * torch.eye(B)[j]
+            torch.testing.assert_close(labels[i], expected)  # the label share is the point share
+            # the inserted points are the partner's, all moved by one translation
+            tags = points[i][~kept][:, 3].long() % N
+            offset = points[i][~kept][:, :3] - item["points"][j][tags, :3]
+            torch.testing.assert_close(offset, offset[:1].expand_as(offset), atol=1e-5, rtol=0)
+    assert mixed_clouds >= 8
+
+
+def test_rsmix_labels_are_one_hot_when_nothing_is_mixed_and_soft_labels_mix_again():
+    item = _tagged_batch()
+    out = RSMix(num_classes=10, prob=0.0, generator=_gen())(item)
+    assert torch.equal(out["points"], item["points"])
+    assert torch.equal(out["label"], torch.nn.functional.one_hot(item["label"], 10).float())
+    twice = RSMix(prob=1.0, generator=_gen(1))(RSMix(num_classes=10, prob=1.0, generator=_gen())(item))
+    torch.testing.assert_close(twice["label"].sum(1), torch.ones(8))
+
+
+def test_rsmix_is_reproducible_from_its_generator():
+    item = _tagged_batch()
+    a, b, c = (RSMix(num_classes=8, prob=1.0, generator=_gen(seed))(item) for seed in (5, 5, 6))
+    assert torch.equal(a["points"], b["points"]) and torch.equal(a["label"], b["label"])
+    assert not torch.equal(a["points"], c["points"])
+
+
+def test_rsmix_refusals():
+    item = _tagged_batch()
+    with pytest.raises(ValueError, match="needs num_classes"):
+        RSMix(prob=1.0)(item)
+    with pytest.raises(ValueError, match="got a single cloud"):
+        RSMix(num_classes=8)({"points": item["points"][0], "label": item["label"][0]})
+    mask = torch.ones(8, 200, dtype=torch.bool)
+    mask[0, -1] = False
+    with pytest.raises(ValueError, match="padded"):
+        RSMix(num_classes=8)({**item, "mask": mask})
+    with pytest.raises(ValueError, match="beta must be positive"):
+        RSMix(beta=0.0)
+    with pytest.raises(ValueError, match="max_scale >= 1"):
+        PointWOLF(max_scale=0.5)
+    with pytest.raises(ValueError, match="region must be one of ball, box"):
+        RandomNoisePoints(region="cube")
+    assert repr(RSMix(num_classes=3)) == "RSMix(num_classes=3, beta=1.0, prob=0.5, max_points=512)"
+
+
+# --------------------------------------------------------------------------- as train.augmentation entries
+
+ROBUST = ("train.augmentation=[{name: pointwolf}, {name: noise_points, max_ratio: 0.1}, "
+          "{name: point_dropout, max_ratio: 0.2}, {name: rsmix, prob: 1.0}]")
+
+
+def test_augmentation_entries_are_checked_when_the_config_loads():
+    from pointea.config import load_config
+
+    config = load_config(None, [ROBUST])
+    assert [spec["name"] for spec in config.train.augmentation][-1] == "rsmix"
+    cases = {
+        "[{name: pointwolff}]": r"train.augmentation\[0\].name is 'pointwolff'; valid choices: .*; "
+                                r"did you mean pointwolf\?",
+        "[{name: pointwolf, sigmaa: 0.3}]": r"train.augmentation\[0\] \(pointwolf\): unknown argument 'sigmaa'; "
+                                            r"valid arguments: .*; did you mean sigma\?",
+        "[{name: rsmix, num_classes: 3}]": "unknown argument 'num_classes'",  # the engine supplies it
+        "[{name: noise_points, region: cube}]": r"train.augmentation\[0\] \(noise_points\): region must be one of",
+        "[{name: rsmix}, {name: jitter}]": r"train.augmentation\[1\] \(jitter\) comes after the mixing entry "
+                                           r"train.augmentation\[0\]; mixing must come last",
+    }
+    for value, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            load_config(None, [f"train.augmentation={value}"])
+    with pytest.raises(ValueError, match="classification only, but model.preset 'pointea-partseg' is a segmentation"):
+        load_config(None, ["model.preset=pointea-partseg", "train.augmentation=[{name: rsmix}]"])
+
+
+def _record_targets(monkeypatch) -> list:
+    """Record the targets every training loss sees."""
+    from pointea.engine.tasks import ClassificationTask
+
+    seen, loss = [], ClassificationTask.loss
+
+    def recording(self, logits, batch, smoothing=0.0):
+        seen.append(batch["label"].clone())
+        return loss(self, logits, batch, smoothing)
+
+    monkeypatch.setattr(ClassificationTask, "loss", recording)
+    return seen
+
+
+@pytest.mark.parametrize("route", ["memory", "loader"])
+def test_training_mixes_soft_labels_on_both_data_routes(tmp_path, monkeypatch, route):
+    from test_train import tiny_config
+
+    from pointea.engine import train as train_module
+
+    if route == "loader":  # the DataLoader route of datasets that are not held in memory
+        monkeypatch.setattr(train_module, "_as_tensors", lambda *args: None)
+    seen = _record_targets(monkeypatch)
+    result = train_module.train(tiny_config(ROBUST, epochs=1), tmp_path / "run")
+    seen = [targets for targets in seen if targets.is_floating_point()]  # validation's are class indices
+    assert math.isfinite(result["last"]["loss"]) and len(seen) == 2  # 36 clouds, batches of 16
+    for targets in seen:
+        assert targets.shape == (16, 9) and targets.dtype == torch.float32
+        torch.testing.assert_close(targets.sum(1), torch.ones(16))
+    assert any((targets.max(1).values < 1).any() for targets in seen), "no batch was mixed"
+
+
+def test_resume_after_sigkill_is_bit_exact_with_mixing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_train import REPO, _tiny_overrides, assert_same_weights, final_weights, tiny_config
+
+    from pointea.engine.train import KILL_AFTER_STEPS_ENV, resume_training, train
+
+    overrides = ["train.deterministic=true", ROBUST]
+    train(tiny_config(*overrides), tmp_path / "full")
+    killed = tmp_path / "killed"
+    script = ("import sys; from pointea.config import load_config; from pointea.engine.train import train; "
+              "train(load_config(None, sys.argv[2:]), sys.argv[1])")
+    process = subprocess.run([sys.executable, "-c", script, str(killed), *_tiny_overrides(*overrides)],
+                             env=dict(os.environ, **{KILL_AFTER_STEPS_ENV: "3"}), cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert process.returncode == -9, process.stderr  # killed in the second of two epochs
+    resume_training(killed)
+    assert_same_weights(final_weights(tmp_path / "full"), final_weights(killed))

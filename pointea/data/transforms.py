@@ -4,14 +4,16 @@ Every transform is a callable on an item dict that returns a NEW dict (the input
 modified) and shows its arguments in ``repr``. ``item["points"]`` is ``(N, C)`` for one cloud or
 ``(B, N, C)`` for a batch, channels ``x y z [nx ny nz] [extra...]``; per-point keys
 (:data:`POINT_KEYS`, e.g. ``parts`` ``(N,)`` / ``(B, N)``) follow any reordering or selection of
-the points. Every other key passes through untouched.
+the points. Every other key passes through untouched, except that the batch mixing of
+:class:`RSMix` turns ``label`` into soft labels (B, K).
 
 Normals (channels 3:6) are rotated with the points, and transformed by the inverse-transpose of
 an anisotropic scaling (then renormalized) so they stay perpendicular to the surface; they are
 never translated or jittered. Batches draw independent random parameters per cloud.
 
 Randomness comes from torch only, from ``generator`` when given and otherwise from the global
-torch generator, which ``DataLoader`` seeds per worker, so augmented runs are reproducible.
+torch generator, which ``DataLoader`` seeds per worker, so augmented runs are reproducible
+(:class:`RSMix`'s Beta draw comes from a NumPy generator seeded from that torch generator).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -313,3 +316,264 @@ class ShufflePoints:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+# --------------------------------------------------------------------------- robust training
+# Augmentations that ModelNet-C's authors (Ren et al., ICML 2022) and later work found to help
+# robustness to corrupted clouds: local deformation, noise points and mixing of samples.
+
+
+def _random_axes(shape: Sequence[int], points: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """A random non-empty subset of the x, y, z axes per entry: bool ``(*shape, 3)``."""
+    code = (_uniform(shape, points, generator) * 7).long().clamp_max(6) + 1  # 1..7, one bit per axis
+    return (code[..., None] >> torch.arange(3, device=points.device)) & 1 == 1
+
+
+def _euler_rotation(angles: Tensor) -> Tensor:
+    """Rotations ``Rz @ Ry @ Rx`` from angles (..., 3) about x, y, z in radians: (..., 3, 3)."""
+    sx, sy, sz = torch.sin(angles).unbind(-1)
+    cx, cy, cz = torch.cos(angles).unbind(-1)
+    return torch.stack([
+        cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx,
+        sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx,
+        -sy, cy * sx, cy * cx,
+    ], dim=-1).reshape(*angles.shape[:-1], 3, 3)
+
+
+class PointWOLF:
+    """Weighted local transformations (PointWOLF: Kim et al., "Point Cloud Augmentation with
+    Weighted Local Transformations", ICCV 2021, eq. 2-6). Label-preserving.
+
+    Per cloud, ``num_anchors`` anchors are picked (farthest point sampling from a random start, or
+    at random); each anchor draws a local transformation about itself: rotation angles
+    U(-max_rotation, max_rotation) degrees about x, y and z, per-axis scale U(1, max_scale) and
+    translation U(-max_translation, max_translation) on a random non-empty subset of the axes,
+    each of the three kept with probability 1/2 as in the reference. Every point moves to the
+    average of its anchor-transformed positions, weighted by a Gaussian kernel (bandwidth
+    ``sigma``) of its distance to each anchor, that distance taken on a random subset of the
+    axes per cloud. With ``normalize`` the result is re-centred and scaled into the unit sphere,
+    as the reference does. Defaults are the paper's (github.com/mlvlab/PointWOLF).
+
+    Normals get the inverse-transpose of the blended linear part at each point (the kernel
+    weights' own variation is neglected), renormalized.
+    """
+
+    SAMPLE_TYPES = ("fps", "random")
+
+    def __init__(self, num_anchors: int = 4, sample_type: str = "fps", sigma: float = 0.5,
+                 max_rotation: float = 10.0, max_scale: float = 3.0, max_translation: float = 0.25,
+                 normalize: bool = True, generator: Optional[torch.Generator] = None) -> None:
+        if num_anchors < 1:
+            raise ValueError(f"num_anchors must be positive, got {num_anchors}")
+        if sample_type not in self.SAMPLE_TYPES:
+            raise ValueError(f"sample_type must be one of {', '.join(self.SAMPLE_TYPES)}, got {sample_type!r}")
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        if max_rotation < 0 or max_scale < 1 or max_translation < 0:
+            raise ValueError(
+                "need max_rotation >= 0, max_scale >= 1 and max_translation >= 0, got "
+                f"{max_rotation}, {max_scale}, {max_translation}"
+            )
+        self.num_anchors, self.sample_type, self.sigma = num_anchors, sample_type, sigma
+        self.max_rotation, self.max_scale, self.max_translation = max_rotation, max_scale, max_translation
+        self.normalize, self.generator = normalize, generator
+
+    def __call__(self, item: Item) -> Item:
+        points, single = _batched_points(item)
+        B, N, C = points.shape
+        M, g = self.num_anchors, self.generator
+        xyz = points[..., :3]
+        if self.sample_type == "fps":
+            start = (_uniform((B,), points, g) * N).long().clamp_max(N - 1)
+            anchor_index = farthest_point_sample(xyz, M, start=start)  # (B, M)
+        else:
+            anchor_index = (_uniform((B, M), points, g) * N).long().clamp_max(N - 1)
+        anchors = torch.gather(xyz, 1, anchor_index[..., None].expand(-1, -1, 3))  # (B, M, 3)
+
+        keep = _uniform((B, M, 3), points, g) < 0.5  # rotation / scale / translation kept per anchor
+        axes = _random_axes((B, M), points, g)  # (B, M, 3) axes that scale and translate
+        angles = math.radians(self.max_rotation) * (2 * _uniform((B, M, 3), points, g) - 1) * keep[..., :1]
+        scale = 1 + (self.max_scale - 1) * _uniform((B, M, 3), points, g)
+        scale = torch.where(axes & keep[..., 1:2], scale, torch.ones_like(scale))
+        shift = self.max_translation * (2 * _uniform((B, M, 3), points, g) - 1) * (axes & keep[..., 2:3])
+        linear = _euler_rotation(angles) @ torch.diag_embed(scale)  # (B, M, 3, 3)
+
+        local = xyz[:, None] - anchors[:, :, None]  # (B, M, N, 3) positions relative to each anchor
+        moved = local @ linear.transpose(-1, -2) + anchors[:, :, None] + shift[:, :, None]  # (B, M, N, 3)
+        project = _random_axes((B,), points, g).to(points.dtype)  # (B, 3)
+        distance2 = (local * project[:, None, None]).square().sum(-1)  # (B, M, N)
+        # softmax = exp(-d^2 / 2 sigma^2) normalized over anchors, without underflow far from all of them
+        weight = torch.softmax(-0.5 * distance2 / self.sigma ** 2, dim=1)  # (B, M, N)
+        out = [(weight[..., None] * moved).sum(1)]  # (B, N, 3)
+        if C >= 6:
+            blend = torch.einsum("bmn,bmij->bnij", weight, linear)  # (B, N, 3, 3)
+            a1, a2, a3 = blend.unbind(-1)  # columns
+            # cofactor matrix = det * inverse-transpose: no inverse of a near-singular blend needed
+            cofactor = torch.stack([torch.cross(a2, a3, dim=-1), torch.cross(a3, a1, dim=-1),
+                                    torch.cross(a1, a2, dim=-1)], dim=-1)
+            sign = torch.sign((a1 * cofactor[..., 0]).sum(-1, keepdim=True))  # sign of det
+            normals = sign * (cofactor @ points[..., 3:6, None]).squeeze(-1)
+            out += [normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12), points[..., 6:]]
+        result = _with_points(item, torch.cat(out, dim=-1), single)
+        return NormalizeUnitSphere()(result) if self.normalize else result
+
+    def __repr__(self) -> str:
+        args = _format_args(num_anchors=self.num_anchors, sample_type=self.sample_type, sigma=self.sigma,
+                            max_rotation=self.max_rotation, max_scale=self.max_scale,
+                            max_translation=self.max_translation, normalize=self.normalize)
+        return f"{type(self).__name__}({args})"
+
+
+class RandomNoisePoints:
+    """Replace a random fraction (up to ``max_ratio``) of each cloud's points by uniform noise,
+    keeping N fixed (ModelNet-C's ``add_global`` outliers, as a training augmentation).
+
+    Noise lies in the unit ball (``region="ball"``, the corruption's region) or in the cloud's
+    axis-aligned bounding box (``"box"``). Noise points get random unit normals and keep the
+    replaced point's extra channels; their per-point ``parts`` become -1, which losses and
+    metrics ignore. Label-preserving.
+    """
+
+    REGIONS = ("ball", "box")
+
+    def __init__(self, max_ratio: float = 0.05, region: str = "ball",
+                 generator: Optional[torch.Generator] = None) -> None:
+        if not 0 <= max_ratio <= 1:
+            raise ValueError(f"max_ratio must be in [0, 1], got {max_ratio}")
+        if region not in self.REGIONS:
+            raise ValueError(f"region must be one of {', '.join(self.REGIONS)}, got {region!r}")
+        self.max_ratio, self.region, self.generator = max_ratio, region, generator
+
+    def __call__(self, item: Item) -> Item:
+        points, single = _batched_points(item)
+        B, N, C = points.shape
+        g = self.generator
+        ratio = self.max_ratio * _uniform((B, 1), points, g)
+        noisy = _uniform((B, N), points, g) < ratio  # (B, N)
+        if self.region == "ball":
+            direction = _normal((B, N, 3), points, g)
+            radius = _uniform((B, N, 1), points, g) ** (1 / 3)  # uniform in volume
+            noise = radius * direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        else:
+            low, high = points[..., :3].amin(1, keepdim=True), points[..., :3].amax(1, keepdim=True)
+            noise = low + (high - low) * _uniform((B, N, 3), points, g)
+        channels = [noise]
+        if C >= 6:
+            normals = _normal((B, N, 3), points, g)
+            channels += [normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12), points[..., 6:]]
+        out = torch.where(noisy[..., None], torch.cat(channels, dim=-1), points)
+        result = _with_points(item, out, single)
+        if "parts" in item:
+            parts = torch.as_tensor(item["parts"])
+            result["parts"] = parts.masked_fill(noisy.squeeze(0) if single else noisy, -1)
+        return result
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_format_args(max_ratio=self.max_ratio, region=self.region)})"
+
+
+def soft_labels(labels: Tensor, num_classes: Optional[int], dtype: torch.dtype = torch.float32) -> Tensor:
+    """Class indices (B,) as one-hot rows (B, K); soft labels (B, K) pass through as ``dtype``."""
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point():
+        if labels.ndim != 2 or (num_classes is not None and labels.shape[1] != num_classes):
+            raise ValueError(f"soft labels must have shape (B, {num_classes or 'K'}), got {tuple(labels.shape)}")
+        return labels.to(dtype)
+    if num_classes is None:
+        raise ValueError("mixing class-index labels needs num_classes (the number of classes)")
+    return torch.nn.functional.one_hot(labels.long(), num_classes).to(dtype)
+
+
+class RSMix:
+    """Rigid subset mixing of the clouds of a batch (RSMix: Lee et al., "Regularization Strategy
+    for Point Cloud via Rigidly Mixed Sample", CVPR 2021, sec. 3).
+
+    With probability ``prob`` per batch: a radius r ~ Beta(beta, beta) is drawn, each cloud a is
+    paired with a partner b (a random permutation of the batch, which may pair a cloud with
+    itself), and each of the two loses or gives the points strictly within r of a random centre
+    point of its own (at most ``max_points`` nearest, the reference's ball query size). a's
+    subset is removed and as many of b's subset points are inserted (a random subset of them, or
+    all plus random repeats when b's is smaller), translated so that b's centre lands on a's:
+    N stays fixed. Labels become soft, ``(1 - lam) * y_a + lam * y_b`` with lam = inserted / N,
+    shape (B, K) float; hard labels (B,) are one-hot encoded with ``num_classes`` first, and a
+    batch left unmixed gets one-hot rows, so the label type does not change between batches.
+
+    Only xyz is translated; normals, extra channels and per-point values (``parts``) come with
+    the inserted points unchanged. Padded batches are refused. Mixing suits class labels only
+    (the config refuses it for segmentation).
+    """
+
+    mixes_samples = True  # mixes clouds and labels across the batch: classification only
+
+    def __init__(self, num_classes: Optional[int] = None, beta: float = 1.0, prob: float = 0.5,
+                 max_points: int = 512, generator: Optional[torch.Generator] = None) -> None:
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if beta <= 0:
+            raise ValueError(f"beta must be positive, got {beta}")
+        if not 0 <= prob <= 1:
+            raise ValueError(f"prob must be in [0, 1], got {prob}")
+        if max_points < 1:
+            raise ValueError(f"max_points must be positive, got {max_points}")
+        self.num_classes, self.beta, self.prob, self.max_points = num_classes, beta, prob, max_points
+        self.generator = generator
+
+    def _radius(self, points: Tensor) -> float:
+        # Beta draws from torch take no generator: seed a NumPy one from ours, to stay reproducible
+        device = self.generator.device if self.generator is not None else points.device
+        seed = int(torch.randint(2 ** 62, (1,), generator=self.generator, device=device))
+        return float(np.random.default_rng(seed).beta(self.beta, self.beta))
+
+    def __call__(self, item: Item) -> Item:
+        points, single = _batched_points(item)
+        if single:
+            raise ValueError("RSMix mixes the clouds of a batch; got a single cloud (N, C)")
+        if "label" not in item:
+            raise ValueError(f"RSMix needs class labels in 'label', got keys {sorted(item)}")
+        if "mask" in item and not torch.as_tensor(item["mask"]).all():
+            raise ValueError("RSMix needs clouds of equal size; this batch is padded (set data.num_points)")
+        B, N, C = points.shape
+        dtype = points.dtype if points.is_floating_point() else torch.float32
+        targets = soft_labels(item["label"], self.num_classes, dtype).to(points.device)  # (B, K)
+        g = self.generator
+        if float(_uniform((1,), points, g)) >= self.prob:
+            return {**item, "label": targets}
+        radius = self._radius(points)
+        partner = _uniform((B,), points, g).argsort()  # (B,)
+        centres = (_uniform((2, B), points, g) * N).long().clamp_max(N - 1)  # a's and b's centre index
+        rows = torch.arange(B, device=points.device)
+        xyz, partner_points = points[..., :3], points[partner]
+        centre_a, centre_b = xyz[rows, centres[0]], partner_points[rows, centres[1], :3]  # (B, 3)
+
+        def ball(cloud_xyz: Tensor, centre: Tensor) -> Tensor:
+            """(B, N) bool: the at most max_points nearest points strictly within radius."""
+            distance = (cloud_xyz - centre[:, None]).norm(dim=-1)  # (B, N)
+            near = distance.topk(min(self.max_points, N), dim=1, largest=False)
+            return torch.zeros(B, N, dtype=torch.bool, device=points.device).scatter(
+                1, near.indices, near.values < radius)
+
+        taken = ball(partner_points[..., :3], centre_b)  # (B, N) partner points that may be inserted
+        available = taken.sum(1)  # (B,)
+        erased = ball(xyz, centre_a) & (available > 0)[:, None]  # nothing to insert: nothing erased
+        # partner's ball points first, in random order; erased slot s takes the s-th of them, or a
+        # random one of them once they run out
+        order = torch.where(taken, _uniform((B, N), points, g), torch.full_like(xyz[..., 0], 2.0)).argsort(dim=1)
+        slot = erased.long().cumsum(1) - 1  # (B, N) rank of each erased point
+        repeat = (_uniform((B, N), points, g) * available[:, None]).long()
+        slot = torch.where(slot < available[:, None], slot, repeat).clamp(0, N - 1)
+        source = torch.gather(order, 1, slot)  # (B, N) partner point index per slot
+        inserted = torch.gather(partner_points, 1, source[..., None].expand(-1, -1, C))
+        inserted = torch.cat([inserted[..., :3] + (centre_a - centre_b)[:, None], inserted[..., 3:]], dim=-1)
+        mixed = torch.where(erased[..., None], inserted, points)
+        lam = (erased.sum(1).to(dtype) / N)[:, None]  # (B, 1) share of inserted points
+        out = {**item, "points": mixed, "label": (1 - lam) * targets + lam * targets[partner]}
+        for key in POINT_KEYS:  # per-point values come along with the inserted points
+            if key in item:
+                values = torch.as_tensor(item[key])
+                out[key] = torch.where(erased, torch.gather(values[partner], 1, source), values)
+        return out
+
+    def __repr__(self) -> str:
+        args = _format_args(num_classes=self.num_classes, beta=self.beta, prob=self.prob,
+                            max_points=self.max_points)
+        return f"{type(self).__name__}({args})"

@@ -87,7 +87,7 @@ class Task:
 
 
 class ClassificationTask(Task):
-    """One label per cloud: logits (B, K), targets ``batch["label"]`` (B,)."""
+    """One label per cloud: logits (B, K), targets ``batch["label"]`` (B,), or soft (B, K) in training."""
 
     name = "classification"
     target_key = "label"
@@ -100,9 +100,19 @@ class ClassificationTask(Task):
         return model(batch["points"], mask=batch.get("mask"))  # (B, K)
 
     def loss(self, logits: Tensor, batch: Batch, smoothing: float = 0.0) -> Tuple[Tensor, Tensor, Tensor]:
-        logits, targets = logits.float(), batch["label"]  # (B, K), (B,)
+        """Cross-entropy against class indices (B,) or, from mixing augmentations, soft targets
+        (B, K) float: ``-sum_k t_k log p_k`` with t smoothed to ``(1 - e) t + e / K`` either way, so
+        one-hot targets give exactly the hard loss. A prediction counts as correct when it is the
+        target's argmax (the class with the larger share; the lower index on a tie)."""
+        logits, targets = logits.float(), batch["label"]  # (B, K), (B,) or (B, K)
+        if targets.is_floating_point():
+            if targets.shape != logits.shape:
+                raise ValueError(f"soft targets must have the logits' shape {tuple(logits.shape)}, "
+                                 f"got {tuple(targets.shape)}")
+            targets = targets.float()
         loss = F.cross_entropy(logits, targets, label_smoothing=smoothing)
-        return loss, (logits.argmax(-1) == targets).sum(), torch.tensor(targets.numel(), device=targets.device)
+        classes = targets.argmax(-1) if targets.is_floating_point() else targets
+        return loss, (logits.argmax(-1) == classes).sum(), torch.tensor(classes.numel(), device=classes.device)
 
     def meter(self, model_config: Any, device: Optional[torch.device] = None,
               num_columns: Optional[int] = None) -> ClassificationMeter:

@@ -23,6 +23,7 @@ uninterrupted run would have (bit-exact with ``train.deterministic: true``).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pointea.atomic import atomic_write_text
-from pointea.config import AUGMENTATIONS, Config, config_from_dict, save_config
+from pointea.config import AUGMENTATIONS, Config, augmentation_kwargs, config_from_dict, save_config
 from pointea.data.catalog import dataset_names, get_spec
 from pointea.engine import checkpoint as checkpoints
 from pointea.engine import distributed as dist_utils
@@ -180,20 +181,26 @@ def build_data(config: Config, task: Union[str, Task], device: torch.device) -> 
     )
 
 
-def build_augmentation(specs: List[Dict[str, Any]], generator: Optional[torch.Generator]) -> Optional[Callable]:
-    """``train.augmentation`` entries -> a Compose of batched transforms drawing from ``generator``."""
+def build_augmentation(specs: List[Dict[str, Any]], generator: Optional[torch.Generator],
+                       num_classes: Optional[int] = None) -> Optional[Callable]:
+    """``train.augmentation`` entries -> a Compose of batched transforms drawing from ``generator``.
+
+    ``num_classes`` goes to the mixing entries (``rsmix``), which turn class labels into soft
+    labels (B, num_classes).
+    """
     from pointea.data import transforms
 
     if not specs:
         return None
     steps = []
     for spec in specs:
-        kwargs = {key: value for key, value in spec.items() if key != "name"}
+        kwargs = augmentation_kwargs(spec)
         cls = getattr(transforms, AUGMENTATIONS[spec["name"]])
-        if spec["name"] != "normalize":
+        accepted = inspect.signature(cls).parameters
+        if "generator" in accepted:
             kwargs["generator"] = generator
-        if "scale" in kwargs and isinstance(kwargs["scale"], list):
-            kwargs["scale"] = tuple(kwargs["scale"])
+        if "num_classes" in accepted:
+            kwargs["num_classes"] = num_classes
         try:
             steps.append(cls(**kwargs))
         except TypeError as error:
@@ -201,13 +208,15 @@ def build_augmentation(specs: List[Dict[str, Any]], generator: Optional[torch.Ge
     return transforms.Compose(steps)
 
 
-def training_augmentation(config: Config, generator: Optional[torch.Generator]) -> Optional[Callable]:
+def training_augmentation(config: Config, generator: Optional[torch.Generator],
+                          num_classes: Optional[int] = None) -> Optional[Callable]:
     """The batch transform of training: ``train.augmentation``, after a fresh random subset of
-    ``data.num_points`` points (normalized like the val clouds) when ``data.resample_from`` is set."""
+    ``data.num_points`` points (normalized like the val clouds) when ``data.resample_from`` is set.
+    Mixing entries (classification only, last in the list) need ``num_classes``."""
     specs = list(config.train.augmentation)
     if config.data.resample_from is not None:
         specs[:0] = [{"name": "subsample", "num_points": config.data.num_points}, {"name": "normalize"}]
-    return build_augmentation(specs, generator)
+    return build_augmentation(specs, generator, num_classes)
 
 
 def _tensor_batches(
@@ -549,7 +558,7 @@ def _run(config: Config, run_dir: Path, resume: bool, task: Task, select: str,
     use_bf16 = resolve_amp(tc.amp, device)
 
     augment_generator = torch.Generator()
-    augment = training_augmentation(config, augment_generator)
+    augment = training_augmentation(config, augment_generator, len(data.meta.get("classes", ())) or None)
 
     runlog = None
     if context.is_main:
