@@ -14,7 +14,7 @@ import torch
 
 from pointea.cli import main as cli_main
 from pointea.data.folder import FolderClassification, FolderSegmentation, inspect_folder
-from pointea.data.io import write_point_cloud
+from pointea.data.io import read_labeled_point_cloud, write_point_cloud
 
 
 @pytest.fixture(autouse=True)
@@ -365,8 +365,6 @@ def test_class_folder_trains_evaluates_predicts_and_draws_with_its_names(tmp_pat
 
 
 def test_labelled_folder_trains_evaluates_and_predicts_named_parts(tmp_path, capsys):
-    from pointea.data.io import read_labeled_point_cloud
-
     root = tmp_path / "scans"
     for split, count in (("train", 6), ("test", 2)):
         for i in range(count):
@@ -389,7 +387,44 @@ def test_labelled_folder_trains_evaluates_and_predicts_named_parts(tmp_path, cap
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "(scans, 60 points)" in line and ("ground" in line or "building" in line)
     points, labels = read_labeled_point_cloud(predicted / "tile0.parts.ply")
-    assert points.shape == (60, 3) and set(labels.tolist()) <= {0, 1}
+    assert points.shape == (60, 3) and set(labels.tolist()) <= {2, 6}  # the files' values, not part ids
+
+
+def three_part_cloud(n: int, seed: int):
+    """A cloud in three bands along z labelled as LAS classes: ground 2, vegetation 5, building 6."""
+    points = _shape("box", n, seed, scale=3.0, offset=100.0)
+    return points, np.select([points[:, 2] < 98.5, points[:, 2] < 100.5], [2, 5], 6)  # bands of unequal size
+
+
+def test_sparse_label_values_round_trip_through_predict_and_viz(tmp_path):
+    from pointea.engine.checkpoint import load_model
+    from pointea.engine.predict import predict_files
+
+    root = tmp_path / "las"
+    for split, count in (("train", 6), ("test", 2)):
+        for i in range(count):
+            cloudcompare_ply(root / split / f"tile{i}.ply", *three_part_cloud(60, seed=i + 10 * len(split)))
+    run = tmp_path / "run"
+    assert cli_main(["train", "--config", "folder-partseg", "--data-root", str(root), "--run-dir", str(run),
+                     *TINY_RUN]) == 0
+    loaded = load_model(run / "checkpoints" / "best.pt")
+    assert loaded[1]["part_values"] == [2, 5, 6] and loaded[1]["part_names"] == ["2", "5", "6"]
+
+    tile = root / "test" / "tile0.ply"
+    result, = predict_files([tile], loaded, out_dir=tmp_path / "predicted")
+    _, written = read_labeled_point_cloud(result["output"])
+    values = np.array([2, 5, 6])[result["labels"]]  # part ids -> the values the files use
+    np.testing.assert_array_equal(written, values)
+    assert set(written.tolist()) <= {2, 5, 6}
+    assert result["label_counts"] == {int(v): int((values == v).sum()) for v in np.unique(values)}
+
+    # the file's labels (2, 5, 6) compare with the prediction as values, not as part ids 0, 1, 2
+    _, truth = read_labeled_point_cloud(tile)
+    correct = int((truth == values).sum())
+    assert correct != int((truth == result["labels"]).sum())  # comparing ids would count otherwise
+    page = tmp_path / "tile0.html"
+    assert cli_main(["viz", str(tile), "--checkpoint", str(run), "--html", str(page)]) == 0
+    assert f"correct ({correct})" in page.read_text() and f"wrong ({60 - correct})" in page.read_text()
 
 
 def test_viz_renders_a_file_with_a_folder_checkpoint(tmp_path):

@@ -160,6 +160,24 @@ def test_cli_reports_failures_and_writes_json(tmp_path, classifier, shapes, caps
     assert "good.ply:" in captured.out and "1 of 2 files failed" in captured.err
 
 
+def test_broken_and_looping_links_in_a_folder_fail_loudly(tmp_path, classifier, shapes, capsys):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    write_point_cloud(folder / "good.ply", shapes.points[1, :, :3].numpy())
+    (folder / "gone.ply").symlink_to(folder / "deleted.ply")  # the target was moved away
+    (folder / "loop.xyz").symlink_to(folder / "loop.xyz")
+    (folder / "readme").symlink_to(folder / "nowhere")  # no cloud suffix: still skipped
+    out = tmp_path / "preds.json"
+    code = run_cli([str(folder), "--checkpoint", str(classifier), "--out", str(out), "--device", "cpu"])
+    assert code == 1
+    written = json.loads(out.read_text())
+    assert sorted(Path(name).name for name in written) == ["gone.ply", "good.ply", "loop.xyz"]
+    assert "predictions" in written[str(folder / "good.ply")]
+    assert "symbolic link to a missing target" in written[str(folder / "gone.ply")]["error"]
+    assert "symbolic link loop" in written[str(folder / "loop.xyz")]["error"]
+    assert "2 of 3 files failed" in capsys.readouterr().err
+
+
 def test_cli_segmentation_requires_out_dir(tmp_path, segmenter, capsys):
     assert run_cli([str(tmp_path), "--checkpoint", str(segmenter), "--category", "chair"]) == 2
     assert "--out-dir" in capsys.readouterr().err

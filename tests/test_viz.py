@@ -611,6 +611,48 @@ def test_cli_up_axis_of_datasets_and_of_a_checkpoint_s_training_data(tmp_path, c
     assert "up axis: y (from the dataset synthetic)" in capsys.readouterr().err
 
 
+def test_training_records_the_up_axis_of_its_data_s_layout(tmp_path, monkeypatch):
+    import torch
+
+    from pointea.config import Config, DataConfig
+    from pointea.engine.train import build_data
+
+    monkeypatch.setenv("POINTEA_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for name in ("bed", "chair"):  # ModelNet's folder layout (.npy point files), which stands on z
+        for split in ("train", "test"):
+            folder = tmp_path / "ModelNet10" / name / split
+            folder.mkdir(parents=True)
+            for number in range(1, 5):
+                np.save(folder / f"{name}_{number:04d}.npy", rng.uniform(-1, 1, (40, 3)).astype(np.float32))
+    metas = {}
+    for data in (DataConfig(name="modelnet10", root=str(tmp_path), num_points=32),
+                 DataConfig(name="synthetic", num_points=32, num_samples=2)):
+        metas[data.name] = build_data(Config(data=data), "classification", torch.device("cpu")).meta
+    assert metas["modelnet10"]["up_axis"] == "z" and metas["synthetic"]["up_axis"] == "y"
+
+
+def test_cli_takes_the_up_axis_a_checkpoint_records_from_any_folder(tmp_path, capsys, monkeypatch):
+    from pointea import viz as library
+    from pointea.data.io import read_point_cloud, write_point_cloud
+    from pointea.data.orientation import to_y_up
+    from pointea.pretrained import shipped_weights
+
+    monkeypatch.setattr(library, "_compose", lambda tiles, **kw: np.zeros((kw["height"], kw["width"], 3), np.uint8))
+    chair = tmp_path / "chair.ply"  # y up: a guess says y, the checkpoints' records say otherwise
+    write_point_cloud(chair, to_y_up(read_point_cloud(_z_up_chair(tmp_path / "z.ply")), "z"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the recorded data roots are relative, and not found from here
+    out = str(tmp_path / "x.png")
+    checkpoint = _tiny_checkpoint(tmp_path / "x.pt", "classification", name="modelnet40", root="data", up_axis="x")
+    assert _viz([str(chair), "--checkpoint", str(checkpoint), "--out", out]) == 0
+    assert "up axis: x (from the checkpoint, trained on modelnet40)" in capsys.readouterr().err
+    if "pointea-cls-modelnet40-cpu" in shipped_weights():  # trained on the folder layout: z up
+        assert _viz([str(chair), "--checkpoint", "pointea-cls-modelnet40-cpu", "--out", out]) == 0
+        assert "up axis: z (from the checkpoint, trained on modelnet40)" in capsys.readouterr().err
+
+
 def test_cli_turns_files_guessed_to_stand_on_different_axes_to_y(tmp_path, capsys, monkeypatch):
     from pointea import viz as library
     from pointea.data.io import read_point_cloud, write_point_cloud

@@ -339,8 +339,23 @@ def _file_items(args: argparse.Namespace, meta: Dict[str, Any]):
     items = []
     for path in args.paths:
         points, labels = read_labeled_point_cloud(path)
+        if labels is not None:
+            labels = _file_parts(path, labels, meta)
         items.append(Item(points=points, name=Path(path).name, label=category, parts=labels))
     return items, names
+
+
+def _file_parts(path: str, labels: np.ndarray, meta: Dict[str, Any]) -> np.ndarray:
+    """A file's labels (the values the checkpoint's training files used, e.g. LAS classes 2, 5,
+    6, as a ``.parts.ply`` of pointea predict holds them too) as the checkpoint's part ids, so that
+    they compare with its predictions; other values become -1 (drawn grey, counted wrong)."""
+    from pointea.engine.predict import values_to_parts
+
+    parts, unknown = values_to_parts(labels, meta)
+    if unknown:
+        logger.warning("%s: label(s) %s are none of the checkpoint's parts (%s); drawn unlabelled", path,
+                       ", ".join(map(str, unknown[:10])), ", ".join(map(str, meta["part_values"])))
+    return parts
 
 
 def _predict(model, meta: Dict[str, Any], items: List[Item]) -> None:
@@ -390,8 +405,13 @@ def _up_axis(args: argparse.Namespace, names: Names, meta: Dict[str, Any], items
 
 
 def _checkpoint_up_axis(meta: Dict[str, Any]) -> Tuple[Optional[str], str]:
-    """``(axis or None, reason)`` from the training data a checkpoint records."""
+    """``(axis or None, reason)`` from the training data a checkpoint records: the up axis saved
+    with it, else the dataset's, looking up the layout under the recorded data root when needed
+    (checkpoints written before the up axis was saved)."""
     name = meta.get("name")
+    recorded = meta.get("up_axis")
+    if recorded in UP_AXES:
+        return recorded, "from the checkpoint" + (f", trained on {name}" if name else "")
     if not name:
         return None, ""
     data = meta.get("config", {}).get("data") or {}

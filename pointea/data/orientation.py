@@ -5,7 +5,8 @@ point files made from them) stands on **z**; ``modelnet40_normal_resampled`` (``
 ``modelnet40_ply_hdf5_2048`` (``hdf5``), ShapeNetPart and the synthetic shapes stand on **y**.
 PLY / PCD files rarely say; :func:`guess_up_axis` then looks at the cloud itself.
 
-The datasets' up axes are their entries' ``up_axis`` in :mod:`pointea.data.catalog`. The lookups
+The datasets' up axes are their entries' ``up_axis`` in :mod:`pointea.data.catalog`; training
+records the one of its data (in its layout) in the checkpoint's metadata (``up_axis``). The lookups
 and the guess need numpy only (renderers use them without torch); :func:`find_layout` asks the
 dataset's reader.
 """

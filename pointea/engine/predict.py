@@ -51,15 +51,22 @@ DEGENERATE_TOLERANCE = 1e-9
 def find_point_files(paths: Iterable[PathLike]) -> List[Path]:
     """Expand files and folders (recursively, sorted) into the files ``read_point_cloud`` reads.
 
-    Paths that do not exist and folders without readable files are returned as given, so that
-    reading them reports the problem for that entry.
+    Paths that do not exist, folders without readable files, and broken or looping symbolic
+    links inside folders are returned as given, so that reading them reports the problem for that
+    entry.
     """
     from pointea.data.io import SUPPORTED_SUFFIXES
+
+    def wanted(p: Path) -> bool:
+        # a link whose target is missing or loops is neither a file nor existing: keep it, so that
+        # reading it fails loudly instead of the folder silently losing a cloud
+        broken_link = p.is_symlink() and not p.exists()
+        return (p.is_file() or broken_link) and p.suffix.lower() in SUPPORTED_SUFFIXES
 
     files: List[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if wanted(p))
             files.extend(found or [path])
         else:
             files.append(path)
@@ -163,8 +170,10 @@ def predict_points(
     Returns:
         Classification: ``{"num_points", "predictions": [{"class", "index", "probability"}, ...]}``
         best first. Segmentation: ``{"num_points", "category", "labels" (N,) int64 global part ids
-        of every input point, "part_counts" {part name: count}}``. Both: ``"warning"`` when the
-        cloud is degenerate (see :func:`degenerate_warning`).
+        of every input point, "part_counts" {part name: count}}``, plus ``"label_counts"`` {label
+        value: count} when the training files labelled parts by other values than the ids
+        (:func:`parts_to_values`). Both: ``"warning"`` when the cloud is degenerate (see
+        :func:`degenerate_warning`).
     """
     category_index = resolve_category(category, meta, model.config) if task_for(model).uses_category else None
     prepared = prepare_cloud(points, model.config.in_channels, num_points or meta.get("num_points"), seed)
@@ -204,19 +213,63 @@ def predict_prepared(
         sampled_labels = model.restrict_to_category(logits, category_tensor).argmax(dim=-1).cpu()  # (B, num_points)
     part_names = meta.get("part_names") or [str(i) for i in range(config.num_parts)]
     category_name = _category_names(meta, config)[category_index]
+    values = part_values(meta)
     results = []
     for c, labels in zip(clouds, sampled_labels):
         if c.sampled is not c.cloud:  # carry the labels to every original point
             labels = labels[nearest_neighbors(c.cloud[:, :3], c.sampled[:, :3])]  # (N,)
         labels = labels.numpy().astype(np.int64)
         ids, counts = np.unique(labels, return_counts=True)
-        results.append({
+        result = {
             "num_points": c.num_points,
             "category": category_name,
             "labels": labels,
             "part_counts": {part_names[i]: int(n) for i, n in zip(ids, counts)},
-        })
+        }
+        if values is not None:  # the same counts by the label values a .parts.ply holds
+            result["label_counts"] = {int(values[i]): int(n) for i, n in zip(ids, counts)}
+        results.append(result)
     return results
+
+
+def part_values(meta: Dict[str, Any]) -> Optional[np.ndarray]:
+    """The label value each part id stands for in the training files (``meta["part_values"]``,
+    e.g. LAS classes ``[2, 5, 6]``), or None when the files labelled parts by their ids."""
+    values = meta.get("part_values")
+    if values is None:
+        return None
+    values = np.asarray(values, dtype=np.int64)
+    names = meta.get("part_names")
+    if values.ndim != 1 or len(np.unique(values)) != len(values) or (names is not None and len(values) != len(names)):
+        raise ValueError("checkpoint metadata: part_values must hold distinct integers, one per part; "
+                         f"got {values.tolist()}")
+    return values
+
+
+def parts_to_values(parts: np.ndarray, meta: Dict[str, Any]) -> np.ndarray:
+    """Part ids (N,) -> the label values the training files used for them (ids when the
+    checkpoint records none)."""
+    values = part_values(meta)
+    parts = np.asarray(parts, dtype=np.int64)
+    return parts if values is None else values[parts]
+
+
+def values_to_parts(labels: np.ndarray, meta: Dict[str, Any]) -> Tuple[np.ndarray, List[int]]:
+    """File labels (N,) -> part ids, the inverse of :func:`parts_to_values`.
+
+    Returns:
+        ``(parts, unknown)``: part ids, -1 (no part) where a label is none of the checkpoint's
+        values; and those unknown values, sorted.
+    """
+    values = part_values(meta)
+    labels = np.asarray(labels, dtype=np.int64)
+    if values is None:
+        return labels, []
+    order = np.argsort(values)
+    position = np.clip(np.searchsorted(values[order], labels), 0, len(values) - 1)
+    known = values[order][position] == labels
+    parts = np.where(known, order[position], -1)
+    return parts, sorted(int(v) for v in np.unique(labels[~known]))
 
 
 def resolve_category(category: Optional[str], meta: Dict[str, Any], config) -> int:
@@ -254,7 +307,8 @@ def predict_files(
         num_points: points fed to the model (default: the checkpoint's).
         category: object category (part segmentation only; required there).
         out_dir: segmentation: folder for a coloured ``<name>.parts.ply`` per input (with a
-            ``label`` property); nothing is written when None.
+            ``label`` property holding the training files' label values, see
+            :func:`parts_to_values`); nothing is written when None.
         batch_size: clouds per forward pass (the results do not depend on it; a checkpoint trained
             on whole clouds batches only clouds of equal size).
         progress: progress bar on stderr; None draws one when stderr is a terminal and the files
@@ -298,7 +352,7 @@ def predict_files(
             path = Path(result["file"])
             try:
                 if "labels" in output and out_dir is not None:
-                    output["output"] = str(_write_parts(Path(out_dir), path, points, output["labels"], written))
+                    output["output"] = str(_write_parts(Path(out_dir), path, points, output["labels"], meta, written))
             except (OSError, ValueError) as error:
                 output = {"error": _error_message(path, error)}
             warning = result.pop("warning", None)
@@ -401,12 +455,15 @@ def _progress_bar(total: int):
     return tqdm(total=total, unit="file", desc="predict", leave=False, dynamic_ncols=True)
 
 
-def _write_parts(out_dir: Path, source: Path, points: np.ndarray, labels: np.ndarray, written: set) -> Path:
+def _write_parts(out_dir: Path, source: Path, points: np.ndarray, parts: np.ndarray, meta: Dict[str, Any],
+                 written: set) -> Path:
+    """Write the coloured ``.parts.ply``; its ``label`` property holds the label values the
+    training files used (colours follow the part ids, as pointea viz draws them)."""
     from pointea.data.io import write_point_cloud
     from pointea.palette import part_colors
 
     output = _unique_output(out_dir, source, written)
-    write_point_cloud(output, points, colors=part_colors(labels), labels=labels)
+    write_point_cloud(output, points, colors=part_colors(parts), labels=parts_to_values(parts, meta))
     return output
 
 

@@ -181,7 +181,11 @@ class SegmentationTask(Task):
             for name, parts in zip(categories, table):
                 for k, part in enumerate(parts):
                     part_names[part] = f"{name}/part{k + 1}"
-        return {"categories": categories, "category_parts": table, "part_names": [str(n) for n in part_names]}
+        meta = {"categories": categories, "category_parts": table, "part_names": [str(n) for n in part_names]}
+        values = getattr(dataset, "part_values", None)
+        if values is not None:  # the files label parts by other values (e.g. LAS classes 2, 5, 6)
+            meta["part_values"] = [int(value) for value in values]
+        return meta
 
     def model_sizes(self, meta: Dict[str, Any]) -> Dict[str, Any]:
         table = meta["category_parts"]

@@ -171,6 +171,9 @@ def build_data(config: Config, task: Union[str, Task], device: torch.device) -> 
         "num_points": data.num_points,
         **task.metadata(train_set),
     }
+    up_axis = spec.up_axis_for(getattr(train_set, "layout", None))  # ModelNet's differs by layout
+    if up_axis is not None:  # pointea viz stands clouds up with it, wherever the data folder is
+        meta["up_axis"] = up_axis
     return TrainData(
         task=task,
         meta=meta,
