@@ -71,6 +71,9 @@ class DataConfig:
     cache_dir: Optional[str] = None  # array cache; default ~/.cache/pointea
     num_samples: Optional[int] = None  # generated data: train shapes per class (val and test get a quarter)
     categories: Optional[List[str]] = None  # part datasets: train on a subset of categories
+    # dataset-specific variant; null takes the dataset's default. ScanObjectNN: obj_bg | obj_only |
+    # pb_t25 | pb_t25_r | pb_t50_r | pb_t50_rs (default); datasets without variants refuse one
+    variant: Optional[str] = None
 
 
 @dataclass

@@ -250,3 +250,51 @@ def test_recipe_trains_and_evaluates(tmp_path):
     result = json.loads(out.read_text())
     assert result["dataset"] == "scanobjectnn" and result["split"] == "test"
     assert 0.0 <= result["overall_accuracy"] <= 100.0
+
+
+TINY = ["train.epochs=1", "train.warmup_epochs=0", "train.batch_size=8", "train.progress=false",
+        "train.threads=1", "data.num_points=64", "data.resample_from=128",
+        "model.overrides.embed_dims=[16,16]", "model.overrides.num_blocks=1",
+        "model.overrides.fuse_dim=32", "model.overrides.head_dims=[32]"]
+
+
+def test_config_variant_trains_evaluates_and_is_checked(tmp_path, capsys):
+    from pointea.data.catalog import DATASETS
+
+    assert DATASETS["scanobjectnn"].variants == tuple(VARIANTS)  # the catalog lists the reader's variants
+    assert load_config("scanobjectnn-cls").data.variant == "pb_t50_rs"
+    root = tmp_path / "data"
+    for seed, (official, per_class) in enumerate((("trainval", 3), ("test", 1))):  # obj_bg files only
+        write_h5(root / "ScanObjectNN" / "h5_files" / variant_file("obj_bg", official), per_class, seed)
+    run_dir, out = tmp_path / "run", tmp_path / "test.json"
+    train = ["train", "--config", "scanobjectnn-cls", "--data-root", str(root), "--device", "cpu"]
+    assert cli_main([*train, "--run-dir", str(run_dir), *TINY, "data.variant=obj_bg"]) == 0
+    checkpoint = torch.load(run_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    assert checkpoint["config"]["data"]["variant"] == "obj_bg"
+    # evaluation reads the variant the run trained on (the default's files are absent)
+    assert cli_main(["eval", "--checkpoint", str(run_dir), "--device", "cpu", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["num_samples"] == 15
+    capsys.readouterr()
+    assert cli_main([*train, "--run-dir", str(tmp_path / "r2"), *TINY, "data.variant=pb_t50"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown scanobjectnn variant 'pb_t50'; did you mean 'pb_t50_r'" in err and "obj_only" in err
+    assert cli_main(["train", "--config", "synthetic-cls", "--run-dir", str(tmp_path / "r3"),
+                     "data.variant=obj_bg", *TINY[:5]]) != 0
+    assert "dataset 'synthetic' has no variants, got data.variant='obj_bg'" in capsys.readouterr().err
+
+
+def test_run_recorded_before_variants_existed_resumes(tmp_path):
+    from pointea.engine.checkpoint import save_checkpoint
+
+    root = tmp_path / "data"
+    for seed, (official, per_class) in enumerate((("trainval", 3), ("test", 1))):
+        write_h5(root / "ScanObjectNN" / "h5_files" / variant_file("pb_t50_rs", official), per_class, seed)
+    run_dir = tmp_path / "run"
+    assert cli_main(["train", "--config", "scanobjectnn-cls", "--data-root", str(root), "--device", "cpu",
+                     "--run-dir", str(run_dir), *TINY]) == 0
+    last = run_dir / "checkpoints" / "last.pt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    del state["config"]["data"]["variant"]  # as an older pointea wrote it
+    save_checkpoint(last, state)
+    assert cli_main(["train", "--resume", str(run_dir), "train.epochs=2"]) == 0
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 2

@@ -30,6 +30,9 @@ Segmentation datasets (``"segmentation" in spec.tasks``):
   restricted to its own parts). The engine takes this table from the dataset, builds the model
   with it and saves it in the checkpoint, so any table works, not only ShapeNetPart's;
 - ``num_parts: int``, ``part_names: List[str]`` (global part id -> name, e.g. ``"chair/back"``);
+- optional ``part_values: List[int]``: the label value each part id stands for in the source
+  files (part id -> value, e.g. LAS classes ``[2, 5, 6]``); without it the values are the ids.
+  Checkpoints record it, and predicted files carry the values, not the ids;
 - items ``{"points": (N, C) float32, "category": int64 scalar, "parts": (N,) int64}``. Clouds may
   differ in size (they are padded and masked; padded parts are -1).
 
@@ -99,6 +102,8 @@ class DatasetSpec:
         default_num_points: points per cloud when the config asks for None; None means the
             dataset can return whole clouds of varying size.
         description: one line for help texts.
+        variants: the names ``data.variant`` may take (its ``options`` pass the choice on, with
+            the default for None); empty for datasets without variants, which refuse one.
     """
 
     name: str
@@ -112,6 +117,7 @@ class DatasetSpec:
     class_names: Callable[[Optional[PathLike], DataConfig], Optional[List[str]]] = no_class_names
     default_num_points: Optional[int] = 1024
     description: str = ""
+    variants: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [task for task in self.tasks if task not in TASKS]
@@ -130,6 +136,22 @@ class DatasetSpec:
         if isinstance(self.up_axis, Mapping):
             return self.up_axis.get(layout) if layout is not None else None
         return self.up_axis
+
+    def check_variant(self, variant: Optional[str]) -> None:
+        """Refuse a ``data.variant`` the dataset does not have.
+
+        Raises:
+            ValueError: a variant on a dataset without variants, or an unknown one (close names
+                suggested, the valid ones listed).
+        """
+        if variant is None:
+            return
+        if not self.variants:
+            raise ValueError(f"dataset {self.name!r} has no variants, got data.variant={variant!r}; drop it")
+        if variant not in self.variants:
+            close = difflib.get_close_matches(str(variant), list(self.variants), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"unknown {self.name} variant {variant!r}{hint} (valid: {', '.join(self.variants)})")
 
     def find_layout(self, root: PathLike) -> Optional[str]:
         """The layout the train split would be read from under ``root`` (file names only), for
@@ -187,7 +209,8 @@ def _shapenetpart_options(data_config: DataConfig, split: str) -> Dict[str, Any]
 
 def _scanobjectnn_options(data_config: DataConfig, split: str) -> Dict[str, Any]:
     # no cache_dir: the HDF5 arrays are read directly
-    return {"val_fraction": data_config.get("val_fraction", 0.1), "split_seed": data_config.get("split_seed", 0)}
+    return {"variant": data_config.get("variant") or _SCANOBJECTNN_DEFAULT,
+            "val_fraction": data_config.get("val_fraction", 0.1), "split_seed": data_config.get("split_seed", 0)}
 
 
 def _scanobjectnn_classes(root: Optional[PathLike], data_config: DataConfig) -> List[str]:
@@ -214,6 +237,10 @@ def _folder_classes(root: Optional[PathLike], data_config: DataConfig) -> Option
 # ModelNet's original archive (folder layout, .off meshes) stands on z; the resampled text and the
 # PointNet HDF5 exports stand on y.
 _MODELNET_UP = {"folder": "z", "text": "y", "hdf5": "y"}
+# the variants of pointea.data.scanobjectnn.VARIANTS (a test keeps the two equal), named as papers
+# name them; PB_T50_RS, the hardest, is the one papers report
+_SCANOBJECTNN_VARIANTS = ("obj_bg", "obj_only", "pb_t25", "pb_t25_r", "pb_t50_r", "pb_t50_rs")
+_SCANOBJECTNN_DEFAULT = "pb_t50_rs"
 _REAL_SPLITS = ("train", "val", "trainval", "test")
 
 DATASETS: Dict[str, DatasetSpec] = {
@@ -242,12 +269,12 @@ DATASETS: Dict[str, DatasetSpec] = {
         description="ShapeNetPart part segmentation (16 categories, 50 parts)",
     ),
     # y-up (OpenPoints' gravity_dim = 1); released on request, so download only explains
-    # (pointea.data.download.ON_REQUEST); variant pb_t50_rs, the one papers report
+    # (pointea.data.download.ON_REQUEST); data.variant picks the file, pb_t50_rs by default
     "scanobjectnn": DatasetSpec(
         name="scanobjectnn", tasks=("classification",), dataset_class="pointea.data.scanobjectnn:ScanObjectNN",
         splits=_REAL_SPLITS, up_axis="y", download_name="scanobjectnn", options=_scanobjectnn_options,
-        class_names=_scanobjectnn_classes,
-        description="ScanObjectNN real-scan classification (15 classes, variant PB_T50_RS)",
+        class_names=_scanobjectnn_classes, variants=_SCANOBJECTNN_VARIANTS,
+        description="ScanObjectNN real-scan classification (15 classes, data.variant, default PB_T50_RS)",
     ),
     "folder-cls": DatasetSpec(
         name="folder-cls", tasks=("classification",), dataset_class="pointea.data.folder:FolderClassification",
@@ -305,12 +332,14 @@ def build_dataset(
             split's ``num_points=data.resample_from``, or ``cache_dir``).
 
     Raises:
-        ValueError: unknown name or split, or a dataset that needs a root without one.
+        ValueError: unknown name, split or variant (``data.variant``), or a dataset that needs
+            a root without one.
     """
     spec = get_spec(name)
     data_config = data_config or {}
     if split not in spec.splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; valid: {', '.join(spec.splits)}")
+    spec.check_variant(data_config.get("variant"))
     kwargs: Dict[str, Any] = {
         "split": split,
         "num_points": data_config.get("num_points", spec.default_num_points),
