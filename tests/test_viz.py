@@ -609,6 +609,12 @@ def test_cli_up_axis_of_datasets_and_of_a_checkpoint_s_training_data(tmp_path, c
     assert "up axis: y (from the checkpoint's training data synthetic)" in capsys.readouterr().err
     assert _viz(["--dataset", "synthetic", "--index", "0", "--num-points", "64", "--out", out]) == 0
     assert "up axis: y (from the dataset synthetic)" in capsys.readouterr().err
+    # a user's folder dataset has no up axis of its own: guessed, and said why
+    checkpoint = _tiny_checkpoint(tmp_path / "own.pt", "classification", name="folder-cls", root=str(root))
+    assert _viz([str(chair), "--checkpoint", str(checkpoint), "--out", out]) == 0
+    err = capsys.readouterr().err
+    assert "up axis: z (guessed from the cloud" in err
+    assert "the checkpoint's training data folder-cls has no known up axis" in err and "not found" not in err
 
 
 def test_training_records_the_up_axis_of_its_data_s_layout(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -420,10 +420,20 @@ def _checkpoint_up_axis(meta: Dict[str, Any]) -> Tuple[Optional[str], str]:
     if layout is None and root and dataset_up_axis(name) is None:
         layout = find_layout(name, root)
     up = dataset_up_axis(name, layout)
+    if up is None and not _layout_dependent(name):
+        return None, f"the checkpoint's training data {name} has no known up axis"
     if up is None:
         where = f"at {root}" if root else "(no data root recorded)"
         return None, f"the layout of the checkpoint's training data {name} is unknown: not found {where}"
     return up, f"from the checkpoint's training data {name}" + (f", {layout} layout" if layout else "")
+
+
+def _layout_dependent(name: str) -> bool:
+    """Whether dataset ``name``'s up axis depends on its on-disk layout (ModelNet's does)."""
+    from pointea.data.catalog import DATASETS
+
+    spec = DATASETS.get(name)
+    return spec is not None and isinstance(spec.up_axis, Mapping)
 
 
 def _name(names: Optional[List[str]], index: Optional[int]) -> Optional[str]:
