@@ -527,3 +527,13 @@ except WriteError as error:
                              capture_output=True, text=True, timeout=60)
     assert process.stdout == f"cannot write {tmp_path / 'tb'}: file too large\n", process.stderr
     assert process.stderr == ""  # no traceback from TensorBoard's writer thread
+
+
+def test_a_split_smaller_than_one_batch_is_refused_with_a_batch_that_fits(tmp_path):
+    config = tiny_config("train.batch_size=64", samples=4)  # 36 shapes, some held out for val
+    with pytest.raises(ValueError, match=r"fewer than one batch of train.batch_size=64; pass a smaller batch, "
+                                         r"e.g. train.batch_size=\d+$") as error:
+        train(config, tmp_path / "run")
+    suggested = int(str(error.value).rsplit("=", 1)[1])
+    assert 1 <= suggested < 64
+    assert not (tmp_path / "run").exists()  # nothing written

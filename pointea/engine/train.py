@@ -535,7 +535,8 @@ def _run(config: Config, run_dir: Path, resume: bool, task: Task, select: str,
     if steps_per_epoch < 1:
         raise ValueError(
             f"the training split has {data.num_train} samples, fewer than one batch of "
-            f"train.batch_size={tc.batch_size}"
+            f"train.batch_size={tc.batch_size}; pass a smaller batch, e.g. "
+            f"train.batch_size={max(1, min(data.num_train, tc.batch_size // 2))}"
         )
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc, steps_per_epoch)
