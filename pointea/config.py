@@ -68,6 +68,9 @@ class DataConfig:
     use_normals: bool = False  # feed (x, y, z, nx, ny, nz) instead of (x, y, z)
     val_fraction: float = 0.1  # validation holdout carved from the official train split
     split_seed: int = 0  # seed of that holdout
+    # how ModelNet carves that holdout: stratified (random shapes of each class) | grouped (whole
+    # groups of near-identical shapes, so no val shape has a twin in train: closer to test accuracy)
+    val_split: str = "stratified"
     cache_dir: Optional[str] = None  # array cache; default ~/.cache/pointea
     num_samples: Optional[int] = None  # generated data: train shapes per class (val and test get a quarter)
     categories: Optional[List[str]] = None  # part datasets: train on a subset of categories

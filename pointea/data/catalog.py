@@ -182,6 +182,7 @@ def _modelnet_options(data_config: DataConfig, split: str) -> Dict[str, Any]:
         "cache_dir": data_config.get("cache_dir"),
         "val_fraction": data_config.get("val_fraction", 0.1),
         "split_seed": data_config.get("split_seed", 0),
+        "val_split": data_config.get("val_split", "stratified"),
     }
 
 

@@ -22,8 +22,9 @@ the data; the cache is rebuilt when a source file or an option changes. Shapes a
 stored (mesh samples are not rescaled): add ``NormalizeUnitSphere`` to the transform if needed.
 
 Splits: ``trainval`` is the official training list, ``test`` the official test list, ``val`` a
-deterministic class-stratified holdout of ``trainval`` (see :func:`stratified_holdout`) and
-``train`` the rest of ``trainval``.
+deterministic class-stratified holdout of ``trainval`` (see :func:`stratified_holdout`, or with
+``val_split="grouped"`` :func:`pointea.data.dedup.grouped_holdout`) and ``train`` the rest of
+``trainval``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pointea.data.cache import cache_file, load_or_build
+from pointea.data.dedup import GROUP_POINTS, VAL_SPLITS, cached_duplicate_groups, grouped_holdout
 from pointea.data.io import MESH_SUFFIXES, SUPPORTED_SUFFIXES, read_point_cloud, validate_points
 from pointea.data.layout import (
     check_dataset_arguments,
@@ -102,10 +104,13 @@ class _ModelNet(Dataset):
         split_seed: int = 0,
         cache_dir: Optional[PathLike] = None,
         layout: Optional[str] = None,
+        val_split: str = "stratified",
     ) -> None:
         num_points = check_dataset_arguments(split, layout, num_points, SPLITS, LAYOUTS)
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
+        if val_split not in VAL_SPLITS:
+            raise ValueError(f"val_split must be one of {', '.join(VAL_SPLITS)}; got {val_split!r}")
         self.root = Path(root).expanduser()
         self.split = split
         self.num_points = num_points
@@ -113,6 +118,7 @@ class _ModelNet(Dataset):
         self.transform = transform
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        self.val_split = val_split
         self.cache_dir = cache_dir
         self.in_channels = 6 if use_normals else 3
 
@@ -127,7 +133,7 @@ class _ModelNet(Dataset):
         arrays = loader[self.layout](self.layout_dir, official_split)
         points, labels, files = arrays.points, arrays.labels, arrays.files
         if split in ("train", "val"):
-            in_val = stratified_holdout(labels, val_fraction, split_seed)
+            in_val = self._val_mask(points, labels, official_split)
             keep = in_val if split == "val" else ~in_val
             if not keep.any():
                 raise ValueError(
@@ -168,6 +174,21 @@ class _ModelNet(Dataset):
         probe.root = Path(root).expanduser()  # the detection helpers read the root only: nothing is loaded
         found = probe._layouts_for(split)
         return next((layout for layout in LAYOUTS if layout in found), None)
+
+    def _val_mask(self, points: np.ndarray, labels: np.ndarray, official_split: str) -> np.ndarray:
+        """The validation holdout of the official train list (see ``val_split``)."""
+        if self.val_split == "stratified":
+            return stratified_holdout(labels, self.val_fraction, self.split_seed)
+        if self.num_points != GROUP_POINTS or self.use_normals:
+            try:
+                points = type(self)(self.root, "trainval", GROUP_POINTS, cache_dir=self.cache_dir,
+                                    layout=self.layout).points.numpy()
+            except ValueError as error:
+                raise ValueError(f"val_split='grouped' compares shapes on their first {GROUP_POINTS} "
+                                 f"points: {error}") from None
+        groups = cached_duplicate_groups(points, self.name.lower(), f"{self.layout}-{official_split}",
+                                         self.layout_dir, cache_dir=self.cache_dir)
+        return grouped_holdout(labels, groups, self.val_fraction, self.split_seed)
 
     # ----------------------------------------------------------------------- layout detection
 
@@ -434,6 +455,10 @@ class ModelNet40(_ModelNet):
             when no layout is found.
         val_fraction: share of each class held out for ``"val"``.
         split_seed: seed of the validation holdout.
+        val_split: ``"stratified"`` (a random share of each class) or ``"grouped"`` (the same
+            share taken in whole groups of near-identical shapes, so no val shape has a twin in
+            ``"train"``; see :mod:`pointea.data.dedup`). Shapes are compared on their first 1024
+            points whatever ``num_points`` is; the groups are computed once and cached.
         cache_dir: folder for processed caches (default: ``$POINTEA_CACHE`` or ``~/.cache/pointea``).
         layout: ``"hdf5"``, ``"folder"`` or ``"text"``; None picks the first found in that order.
 
