@@ -192,7 +192,9 @@ def test_cloudcompare_classification_with_labels_yaml(tmp_path):
             cloudcompare_ply(root / split / f"tile{i}.ply", points, labels)
     (root / "labels.yaml").write_text("2: ground\n5: vegetation\n6: building\n")
     train = FolderSegmentation(root, "train", num_points=64)
-    assert train.categories == ["scans"] and train.category_parts == [[0, 1, 2]]
+    # vegetation (5) is declared but in no cloud: left out of the category, so that it cannot
+    # score IoU 1 in every cloud (absent from truth and prediction) and inflate mIoU
+    assert train.categories == ["scans"] and train.category_parts == [[0, 2]]
     assert train.part_names == ["ground", "vegetation", "building"] and train.part_values == [2, 5, 6]
     item = train[0]
     assert set(item["parts"].tolist()) == {0, 2}  # values 2 and 6 remapped to their part ids

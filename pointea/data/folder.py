@@ -603,10 +603,9 @@ def _part_table(index: FolderIndex, entries: Sequence[Entry], records: Dict[str,
         part_values = sorted(set().union(*found.values()))
         names = [str(v) for v in part_values]
     position = {v: i for i, v in enumerate(part_values)}
-    if len(categories) == 1:  # one kind of object: all parts
-        category_parts = [list(range(len(part_values)))]
-    else:
-        category_parts = [sorted(position[v] for v in found[cat] if v in position) for cat in categories]
+    # A category holds the parts its clouds show: a part declared in labels.txt but never seen
+    # would score IoU 1 in every cloud (absent from truth and prediction) and inflate mIoU.
+    category_parts = [sorted(position[v] for v in found[cat] if v in position) for cat in categories]
     return PartTable(categories, part_values, names, category_parts, category_of)
 
 
