@@ -109,6 +109,11 @@ def test_predict_benchmark_writes_table_and_json(tmp_path, capsys):
     for row in rows:
         assert row["files_per_s"] == pytest.approx(5 / row["seconds"]) and row["seconds"] > 0
     assert "| predict | 4 " in capsys.readouterr().out
+    # with real weights (the shipped classifier) and their point count
+    assert bench.main(["--files", "3", "--points", "600", "--format", ".ply", "--checkpoint",
+                       "pointea-cls-modelnet40-cpu", "--batch-size", "2", "--threads", "1", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["checkpoint"] == "pointea-cls-modelnet40-cpu" and len(record["results"]) == 3
 
 
 def test_robustness_benchmark_times_every_setting_and_writes_json(tmp_path, capsys):

@@ -33,6 +33,7 @@ from pointea.commands import positive_int
 from pointea.tables import markdown_table
 from pointea.data.io import WRITE_SUFFIXES, read_point_cloud, write_point_cloud
 from pointea.engine.predict import DEFAULT_BATCH_SIZE, predict_files
+from pointea.engine.checkpoint import load_model
 from pointea.models import build_model
 
 
@@ -60,8 +61,12 @@ def _best_seconds(run: Callable[[], object], repeats: int) -> float:
 
 def run(args: argparse.Namespace) -> List[Dict[str, object]]:
     torch.manual_seed(0)
-    model = build_model(args.preset, num_classes=args.classes).eval()
-    meta = {"classes": [f"class{i}" for i in range(args.classes)], "num_points": args.num_points}
+    if args.checkpoint:  # real weights, e.g. the shipped classifier a user would predict with
+        model, meta = load_model(args.checkpoint)
+        meta = {**meta, "num_points": args.num_points or meta.get("num_points")}
+    else:
+        model = build_model(args.preset, num_classes=args.classes).eval()
+        meta = {"classes": [f"class{i}" for i in range(args.classes)], "num_points": args.num_points or 1024}
     with tempfile.TemporaryDirectory(prefix="pointea-bench-predict-") as folder:
         paths = write_clouds(Path(folder), args.files, args.points, args.format)
 
@@ -98,9 +103,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--points", type=positive_int, default=2048, metavar="N", help="points per file (default 2048)")
     parser.add_argument("--format", default=".txt", choices=WRITE_SUFFIXES, help="file format (default .txt)")
     parser.add_argument("--preset", default="pointea-cls", help="model preset (default pointea-cls)")
+    parser.add_argument("--checkpoint", metavar="CKPT",
+                        help="use this checkpoint, run folder or shipped weights name instead of --preset")
     parser.add_argument("--classes", type=positive_int, default=10, metavar="N", help="model classes (default 10)")
-    parser.add_argument("--num-points", type=positive_int, default=1024, metavar="N",
-                        help="points fed to the model (default 1024)")
+    parser.add_argument("--num-points", type=positive_int, metavar="N",
+                        help="points fed to the model (default: the checkpoint's, else 1024)")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                         help=f"the batched run's batch size (default {DEFAULT_BATCH_SIZE}, predict's default)")
     parser.add_argument("--repeats", type=positive_int, default=1, metavar="N", help="best of this many (default 1)")
