@@ -50,7 +50,7 @@ def test_torch_save_on_a_full_disk_names_the_cause(tmp_path):
     torch = pytest.importorskip("torch")
     target = tmp_path / "last.pt"
     with pytest.raises(WriteError, match="last.pt: no space left on device$"):
-        with atomic_path(target) as tmp, open("/dev/full", "wb") as full:
+        with atomic_path(target), open("/dev/full", "wb") as full:
             # torch wraps the OSError of a Python handle into "RuntimeError: ... unexpected pos"
             torch.save({"w": torch.zeros(50_000)}, full)
     assert list(tmp_path.iterdir()) == []
