@@ -58,7 +58,7 @@ import difflib
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 DataConfig = Mapping[str, Any]  # a DataConfig as a dict (missing keys take its defaults)
@@ -149,8 +149,7 @@ class DatasetSpec:
         if not self.variants:
             raise ValueError(f"dataset {self.name!r} has no variants, got data.variant={variant!r}; drop it")
         if variant not in self.variants:
-            close = difflib.get_close_matches(str(variant), list(self.variants), n=3, cutoff=0.6)
-            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            hint = _did_you_mean(variant, self.variants)
             raise ValueError(f"unknown {self.name} variant {variant!r}{hint} (valid: {', '.join(self.variants)})")
 
     def find_layout(self, root: PathLike) -> Optional[str]:
@@ -307,9 +306,17 @@ def get_spec(name: str) -> DatasetSpec:
     spec = DATASETS.get(name)
     if spec is not None:
         return spec
-    close = difflib.get_close_matches(str(name), list(DATASETS), n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"unknown dataset {name!r}{hint} (valid: {', '.join(DATASETS)})")
+    raise ValueError(f"unknown dataset {name!r}{_did_you_mean(name, DATASETS)} (valid: {', '.join(DATASETS)})")
+
+
+def _did_you_mean(value: Any, choices: Sequence[str]) -> str:
+    """``"; did you mean 'a' or 'b'?"`` with the names close to ``value``, or ``""``.
+
+    (:func:`pointea.config.choices_hint` words config errors; the catalog cannot import the config,
+    which imports it.)
+    """
+    close = difflib.get_close_matches(str(value), list(choices), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
 def build_dataset(
