@@ -40,7 +40,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Dict, List, Optional, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
 
 from pointea import __version__
 from pointea.atomic import WriteError, write_error
@@ -596,13 +596,7 @@ def _extract_zip(archive: Path, staging: Path, budget: _Budget) -> None:
             budget.declare(member.filename, member.file_size, member.compress_size)
             planned.append((member.filename, target, member.is_dir()))
         _plan(staging, archive, planned)
-        for member, (name, target, is_dir) in zip(members, planned):
-            if is_dir:
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with handle.open(member) as source:
-                budget.copy(source, target, name, compressed=member.compress_size)
+        _write_planned(members, planned, handle.open, lambda member: member.compress_size, budget)
 
 
 def _extract_tar(archive: Path, staging: Path, budget: _Budget) -> None:
@@ -621,14 +615,20 @@ def _extract_tar(archive: Path, staging: Path, budget: _Budget) -> None:
             budget.declare(member.name, member.size if member.isfile() else 0, None)
             planned.append((member.name, target, member.isdir()))
         _plan(staging, archive, planned)
-        for member, (name, target, is_dir) in zip(members, planned):
-            if is_dir:
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = handle.extractfile(member)
-            with source:
-                budget.copy(source, target, name, compressed=None)
+        _write_planned(members, planned, handle.extractfile, lambda member: None, budget)
+
+
+def _write_planned(members: list, planned: list, open_member: Callable[[Any], BinaryIO],
+                   compressed_size: Callable[[Any], Optional[int]], budget: _Budget) -> None:
+    """Make the folders and stream the files that :func:`_plan` accepted (``planned`` holds
+    ``(name, target, is_dir)`` for each of ``members``), under ``budget``'s limits."""
+    for member, (name, target, is_dir) in zip(members, planned):
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_member(member) as source:
+            budget.copy(source, target, name, compressed=compressed_size(member))
 
 
 def _strip_archive_suffix(filename: str) -> str:
