@@ -361,10 +361,12 @@ def _file_parts(path: str, labels: np.ndarray, meta: Dict[str, Any]) -> np.ndarr
 def _predict(model, meta: Dict[str, Any], items: List[Item]) -> None:
     """Fill ``pred_label`` / ``pred_parts`` of each item as ``pointea predict`` would predict them."""
     from pointea.engine.predict import predict_points
+    from pointea.engine.tasks import task_for
 
     categories = meta.get("categories") or []
+    segmentation = task_for(model).uses_category
     for item in items:
-        if model.config.task == "classification":
+        if not segmentation:
             best = predict_points(item.points, model, meta, topk=1)["predictions"][0]
             item.pred_label, item.pred_probability = int(best["index"]), float(best["probability"])
             continue

@@ -215,7 +215,7 @@ def evaluate(
     num_points = num_points or meta.get("num_points")  # None keeps whole clouds where the dataset allows
     task = task_for(model)
     class_names = meta.get("classes") if not task.uses_category else None
-    _check_classes_early(model, class_names, spec.class_names(data_root, data_config), name, checkpoint)
+    check_classes_early(model, class_names, spec.class_names(data_root, data_config), name, checkpoint)
     data_config.update(num_points=num_points, use_normals=model.config.in_channels >= 6)
     data = load_split(name, data_root, split, data_config)
     logger.info("evaluating %s on %s (%d clouds)", checkpoint, data, len(data))
@@ -248,7 +248,7 @@ def evaluation_data(checkpoint: PathLike, meta: Dict[str, Any], dataset: Optiona
     return name, spec, data_root, data_config
 
 
-def _check_classes_early(model: nn.Module, class_names: Optional[Sequence[str]],
+def check_classes_early(model: nn.Module, class_names: Optional[Sequence[str]],
                          expected: Optional[Sequence[str]], name: str, checkpoint: PathLike) -> None:
     """Refuse a classifier that cannot be evaluated on dataset ``name`` (whose class names are
     ``expected``, None when unknown before reading it) before its shapes are read."""

@@ -35,8 +35,9 @@ from torch.utils.data import Dataset
 from pointea.data.catalog import dataset_names
 from pointea.data.corruptions import CORRUPTIONS, LEVELS, check_corruption, check_level, corrupt_cloud
 from pointea.engine.device import resolve_device
-from pointea.engine.evaluate import evaluate_model, evaluation_data, map_classes_by_name
+from pointea.engine.evaluate import check_classes_early, evaluate_model, evaluation_data
 from pointea.engine.loop import load_split
+from pointea.engine.tasks import task_for
 
 logger = logging.getLogger(__name__)
 
@@ -251,23 +252,14 @@ def plot_robustness(result: Dict[str, Any], path: PathLike) -> Path:
 def _check_model(path: PathLike, model: nn.Module, meta: Dict[str, Any], name: str,
                  expected: Optional[List[str]]) -> None:
     """Refuse what the benchmark cannot evaluate, before any shape is read."""
-    if model.config.task != "classification":
+    if task_for(model).uses_category:
         raise ValueError(f"checkpoint {path} is a {model.config.task} model; robustness evaluates classifiers")
     if model.config.in_channels != 3:
         raise ValueError(
             f"checkpoint {path} takes {model.config.in_channels} input channels; the corruptions are "
             "defined on xyz only, so robustness needs a model trained without normals"
         )
-    class_names = meta.get("classes")
-    if expected is None:
-        return
-    if class_names is not None:
-        map_classes_by_name(class_names, expected, name)
-    elif model.config.num_classes != len(expected):
-        raise ValueError(
-            f"checkpoint {path} predicts {model.config.num_classes} classes but {name} has {len(expected)}, "
-            "and it records no class names to map them by"
-        )
+    check_classes_early(model, meta.get("classes"), expected, name, path)
 
 
 def _summary(clean: float, per_level: Dict[str, Dict[str, float]]) -> Dict[str, Any]:
