@@ -24,8 +24,7 @@ import torch
 from pointea.atomic import atomic_write_text
 from pointea.engine.checkpoint import export_weights, load_checkpoint
 from pointea.engine.evaluate import evaluate
-
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "pointea" / "weights"
+from pointea.pretrained import WEIGHTS_DIR
 
 
 def hardware() -> str:
