@@ -44,6 +44,7 @@ AUGMENTATIONS = {
     "jitter": "RandomJitter",
     "rotate_up": "RandomRotateUp",
     "rotate_so3": "RandomRotateSO3",
+    "rotate_perturb": "RandomRotatePerturb",
     "point_dropout": "RandomPointDropout",
     "subsample": "RandomSubsample",
     "shuffle": "ShufflePoints",

@@ -141,3 +141,63 @@ def test_robustness_benchmark_times_every_setting_and_writes_json(tmp_path, caps
     assert rows["total"]["clouds_per_s"] == pytest.approx(9 * 35 / rows["total"]["seconds"])
     assert all(row["corrupt_s"] >= 0 and row["evaluate_s"] > 0 for row in record["results"][:7])
     assert "| total " in capsys.readouterr().out
+
+
+def _tiny_classifier(path: Path, seed: int) -> Path:
+    import torch
+
+    from pointea.data.synthetic import CATEGORIES
+    from pointea.engine.checkpoint import save_checkpoint
+    from pointea.models import build_model, model_config_to_dict
+
+    torch.manual_seed(seed)
+    model = build_model("pointnet-cls", num_classes=len(CATEGORIES), embed_dims=(8,), head_dims=(8,))
+    dataset = {"name": "synthetic", "task": "classification", "in_channels": 3, "num_points": 64,
+               "classes": list(CATEGORIES)}
+    return save_checkpoint(path, {
+        "model_config": model_config_to_dict(model.config), "model": model.state_dict(), "dataset": dataset,
+        "config": {"data": {"name": "synthetic", "num_samples": 4}}})
+
+
+def test_robustness_comparison_matches_paired_baseline_runs(tmp_path, capsys):
+    from pointea.engine.robustness import robustness
+
+    first, second = _tiny_classifier(tmp_path / "a.pt", 0), _tiny_classifier(tmp_path / "b.pt", 1)
+    settings = dict(corruptions=["jitter", "add_global"], levels=[0, 4], device="cpu")
+    paired = robustness(first, baseline=second, **settings)  # both models on the same clouds
+    for name, checkpoint in (("a", first), ("b", second)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(robustness(checkpoint, **settings)))
+    compare = load_tool("compare_robustness")
+    out = tmp_path / "table.json"
+    assert compare.main([f"first={tmp_path / 'a.json'}", str(tmp_path / "b.json"), "--baseline", "b",
+                         "--out", str(out)]) == 0
+    rows = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["first", "b"]
+    assert rows["first"]["clean_accuracy"] == paired["clean_accuracy"]
+    assert rows["first"]["corruption_accuracy"] == paired["corruption_accuracy"]
+    assert paired["mce"] is not None and rows["first"]["mce"] == pytest.approx(paired["mce"])
+    assert rows["first"]["ce"] == pytest.approx(paired["ce"])
+    assert rows["b"]["corruption_accuracy"] == paired["baseline"]["corruption_accuracy"]
+    assert rows["b"]["mce"] in (1.0, None)  # the baseline against itself
+    table = capsys.readouterr().out
+    assert "| first " in table and "add_global" in table and "mCE" in table
+
+
+def test_robustness_comparison_refuses_results_from_other_clouds(tmp_path):
+    compare = load_tool("compare_robustness")
+    result = {"dataset": "synthetic", "split": "test", "num_points": 64, "num_samples": 4, "levels": [0],
+              "seed": 0, "clean_accuracy": 50.0, "mean_corrupted_accuracy": 40.0,
+              "corruption_accuracy": {"jitter": 40.0}}
+    (tmp_path / "a.json").write_text(json.dumps(result))
+    (tmp_path / "b.json").write_text(json.dumps({**result, "seed": 1}))
+    (tmp_path / "c.json").write_text(json.dumps({"clean_accuracy": 1.0}))
+    with pytest.raises(SystemExit) as error:
+        compare.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert error.value.code == 1
+    with pytest.raises(ValueError, match=r"b\.json and .*a\.json were measured on different clouds: seed 1 vs 0"):
+        compare.check_same_clouds({"a": result, "b": {**result, "seed": 1}},
+                                  {"a": tmp_path / "a.json", "b": tmp_path / "b.json"})
+    with pytest.raises(ValueError, match=r"c\.json: not a `pointea robustness` result \(missing dataset"):
+        compare.load_result(tmp_path / "c.json")
+    with pytest.raises(FileNotFoundError, match="missing.json: no such file"):
+        compare.load_result(tmp_path / "missing.json")

@@ -17,6 +17,7 @@ from pointea.data.transforms import (
     RandomJitter,
     RandomNoisePoints,
     RandomPointDropout,
+    RandomRotatePerturb,
     RandomRotateSO3,
     RandomRotateUp,
     RandomScaleTranslate,
@@ -46,6 +47,7 @@ RANDOM_TRANSFORMS = [
     lambda g: RandomJitter(generator=g),
     lambda g: RandomRotateUp(generator=g),
     lambda g: RandomRotateSO3(generator=g),
+    lambda g: RandomRotatePerturb(generator=g),
     lambda g: RandomPointDropout(generator=g),
     lambda g: RandomSubsample(100, generator=g),
     lambda g: FarthestPointSubsample(100, random_start=True, generator=g),
@@ -94,7 +96,8 @@ def _pairwise(xyz: torch.Tensor) -> torch.Tensor:
     return torch.cdist(xyz, xyz, compute_mode="donot_use_mm_for_euclid_dist")
 
 
-@pytest.mark.parametrize("transform", [RandomRotateUp(generator=_gen(1)), RandomRotateSO3(generator=_gen(1))])
+@pytest.mark.parametrize("transform", [RandomRotateUp(generator=_gen(1)), RandomRotateSO3(generator=_gen(1)),
+                                       RandomRotatePerturb(30.0, generator=_gen(1))])
 def test_rotation_preserves_distances_and_rotates_normals(transform):
     item = _item(N=64, batch=3)
     out = transform(item)
@@ -115,6 +118,24 @@ def test_rotate_up_keeps_the_up_coordinate(axis, index):
     out = RandomRotateUp(axis=axis, generator=_gen())(item)
     assert torch.equal(out["points"][..., index], item["points"][..., index])
     torch.testing.assert_close(out["points"][..., 3:].norm(dim=-1), torch.ones(2, 256))
+
+
+def test_rotate_perturb_stays_within_its_angles():
+    # Each angle is U(-a, a) about its own axis: the rotation of R = Rz Ry Rx recovered from
+    # the matrix must stay within a per axis, and reach close to it over many clouds.
+    max_angle = 20.0
+    points = torch.eye(3).expand(2000, 3, 3).clone()  # three unit vectors per cloud: x @ R^T = R^T rows
+    matrix = RandomRotatePerturb(max_angle, generator=_gen())({"points": points})["points"].transpose(1, 2)
+    angle_y = torch.rad2deg(torch.asin(-matrix[:, 2, 0]))
+    angle_x = torch.rad2deg(torch.atan2(matrix[:, 2, 1], matrix[:, 2, 2]))
+    angle_z = torch.rad2deg(torch.atan2(matrix[:, 1, 0], matrix[:, 0, 0]))
+    for angle in (angle_x, angle_y, angle_z):
+        assert angle.abs().max() <= max_angle + 1e-3
+        assert angle.abs().max() > 0.95 * max_angle and abs(float(angle.mean())) < 1.0
+    unchanged = RandomRotatePerturb(0.0, generator=_gen())({"points": points})["points"]
+    torch.testing.assert_close(unchanged, points)
+    with pytest.raises(ValueError, match="max_angle"):
+        RandomRotatePerturb(-1.0)
 
 
 def test_rotate_so3_is_uniform():

@@ -340,6 +340,25 @@ def _euler_rotation(angles: Tensor) -> Tensor:
     ], dim=-1).reshape(*angles.shape[:-1], 3, 3)
 
 
+class RandomRotatePerturb:
+    """Rotate each cloud by angles U(-max_angle, max_angle) degrees about x, y and z
+    (``Rz @ Ry @ Rx``): small tilts in every direction, as ModelNet-C's ``rotate`` corruption
+    (6 to 30 degrees) and DGCNN's rotation perturbation. Normals turn with the points."""
+
+    def __init__(self, max_angle: float = 15.0, generator: Optional[torch.Generator] = None) -> None:
+        if not 0 <= max_angle <= 180:
+            raise ValueError(f"max_angle must be in [0, 180] degrees, got {max_angle}")
+        self.max_angle, self.generator = max_angle, generator
+
+    def __call__(self, item: Item) -> Item:
+        points, single = _batched_points(item)
+        angles = math.radians(self.max_angle) * (2 * _uniform((points.shape[0], 3), points, self.generator) - 1)
+        return _with_points(item, _apply_linear(points, _euler_rotation(angles)), single)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_format_args(max_angle=self.max_angle)})"
+
+
 class PointWOLF:
     """Weighted local transformations (PointWOLF: Kim et al., "Point Cloud Augmentation with
     Weighted Local Transformations", ICCV 2021, eq. 2-6). Label-preserving.
