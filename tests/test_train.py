@@ -65,6 +65,26 @@ def assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+
+def test_validation_after_bf16_training_is_float32_and_matches_eval(tmp_path):
+    # bf16 autocast trains; the validation record must still be what `pointea eval` measures on
+    # the saved weights: a float32 pass (bf16 validation flipped borderline shapes).
+    from pointea.engine.evaluate import evaluate_model
+    from pointea.engine.tasks import task_for
+
+    config = tiny_config("train.amp=bf16", "data.num_points=128", samples=8, epochs=1)
+    train(config, tmp_path / "run")
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    logged = [record for record in logged if record["split"] == "val"][-1]
+    model, _ = load_model(tmp_path / "run" / "checkpoints" / "best.pt")
+    data = build_data(config, "classification", torch.device("cpu"))
+    with torch.no_grad():
+        logits = model(data.val_tensors["points"])
+    loss, _, _ = task_for("classification").loss(logits, {"label": data.val_tensors["label"]},
+                                                  config.train.label_smoothing)
+    assert logged["loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert logged["overall_accuracy"] == evaluate_model(model, data.val_set)["overall_accuracy"]
+
 def _tiny_overrides(*extra: str) -> list:
     """The override list of :func:`tiny_config` (for subprocesses)."""
     config = tiny_config(*extra)

@@ -110,7 +110,6 @@ def run_evaluation(
     batches: Iterator[Batch],
     task: Task,
     meter,
-    use_bf16: bool = False,
     loss_sums: Optional[Tensor] = None,
     smoothing: float = 0.0,
     votes: int = 0,
@@ -118,12 +117,14 @@ def run_evaluation(
     generator: Optional[torch.Generator] = None,
     lookup: Optional[Tensor] = None,
 ) -> None:
-    """Run ``model`` (in eval mode) over ``batches``, adding its predictions to ``meter``.
+    """Run ``model`` (in eval mode, float32) over ``batches``, adding its predictions to ``meter``.
+
+    Always float32, also after bf16 training: training's validation record then equals what
+    ``pointea eval`` measures on the saved weights (bf16 validation flipped a shape or two).
 
     Args:
         task: the model's task (forward, loss, meter update).
         meter: metric meter of the plain pass.
-        use_bf16: bfloat16 autocast of the forward passes.
         loss_sums: float64 ``(2,)`` tensor receiving ``(loss * count, count)`` of each batch,
             or None (no loss is computed).
         smoothing: label smoothing of that loss.
@@ -135,8 +136,7 @@ def run_evaluation(
     model.eval()
     for batch in batches:
         device = batch["points"].device
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = task.forward(model, batch).float()  # (B, K) or (B, N, P)
+        logits = task.forward(model, batch).float()  # (B, K) or (B, N, P)
         if loss_sums is not None:
             loss, _, count = task.loss(logits, batch, smoothing)
             loss_sums += torch.stack([loss.double() * count, torch.as_tensor(count, device=device).double()])
@@ -145,6 +145,5 @@ def run_evaluation(
             probabilities = logits.softmax(dim=-1)
             for _ in range(votes - 1):
                 scaled = {**batch, "points": random_anisotropic_scale(batch["points"], generator)}
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    probabilities += task.forward(model, scaled).float().softmax(dim=-1)
+                probabilities += task.forward(model, scaled).float().softmax(dim=-1)
             task.update(voted_meter, probabilities, batch, lookup)

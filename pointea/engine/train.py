@@ -366,7 +366,7 @@ def _train_one_epoch(net, batches, optimizer, scheduler, config: Config, task: T
 
 
 def validate(model: nn.Module, data: TrainData, batch_size: int, context: DistributedContext,
-             use_bf16: bool, smoothing: float = 0.0) -> Dict[str, Any]:
+             smoothing: float = 0.0) -> Dict[str, Any]:
     """Metrics of ``model`` on the validation split, summed over the ranks' shards.
 
     Each rank evaluates every ``world_size``-th sample with the evaluation loop of
@@ -378,7 +378,7 @@ def validate(model: nn.Module, data: TrainData, batch_size: int, context: Distri
     loss_sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss * n, n
     source = data.val_set if data.val_tensors is None else data.val_tensors
     batches = eval_batches(source, batch_size, device, context.rank, context.world_size)
-    run_evaluation(model, batches, data.task, meter, use_bf16=use_bf16, loss_sums=loss_sums, smoothing=smoothing)
+    run_evaluation(model, batches, data.task, meter, loss_sums=loss_sums, smoothing=smoothing)
     dist_utils.all_reduce_sum_(meter.tensors() + [loss_sums], context)
     metrics = meter.compute()
     metrics["loss"] = loss_sums[0].item() / max(loss_sums[1].item(), 1.0)
@@ -613,10 +613,10 @@ def _run(config: Config, run_dir: Path, resume: bool, task: Task, select: str,
                              **train_metrics)
             is_last = state.epoch == tc.epochs
             if state.epoch % tc.eval_every == 0 or is_last:
-                val = validate(evaluated, data, per_rank, context, use_bf16, tc.label_smoothing)
+                val = validate(evaluated, data, per_rank, context, tc.label_smoothing)
                 raw = None
                 if ema is not None:
-                    raw = validate(model, data, per_rank, context, use_bf16, tc.label_smoothing)
+                    raw = validate(model, data, per_rank, context, tc.label_smoothing)
                 state.last_val = val
                 improved = val[select] > state.best_metric
                 if improved:
