@@ -37,6 +37,10 @@ def test_ablation_trains_one_run_per_attention_and_reads_finished_runs_back(tmp_
     for row in rows:
         metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
         assert row["overall_accuracy"] == metrics["best"]["overall_accuracy"]
+        assert row["last_overall_accuracy"] == metrics["last"]["overall_accuracy"]
+        log = [json.loads(line) for line in (Path(row["run_dir"]) / "log.jsonl").read_text().splitlines()]
+        val = [record["overall_accuracy"] for record in log if record["split"] == "val"]
+        assert row["last10_overall_accuracy"] == pytest.approx(sum(val[-10:]) / len(val[-10:]))
         assert row["train_samples_per_s"] > 0 and row["epoch_seconds"] > 0
         assert row["gflops_1024_points"] > row["gflops_recipe_points"] > 0
         config = (Path(row["run_dir"]) / "config.yaml").read_text()

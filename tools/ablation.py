@@ -1,8 +1,9 @@
 """Attention ablation: one recipe, one seed, one training run per attention type.
 
 Every run uses the same recipe, seed, data and schedule; only ``model.overrides.attention``
-changes. For each type the table gives the best validation accuracy (and its epoch), the
-parameters, GFLOPs per sample at the recipe's number of points and at 1,024 points (counted by
+changes. For each type the table gives the best validation accuracy (and its epoch), the last
+epoch's and the mean of the last ten validation epochs (the best epoch is selected on the very
+split it is reported on, so it flatters; the last ones do not), the parameters, GFLOPs per sample at the recipe's number of points and at 1,024 points (counted by
 ``torch.utils.flop_counter``), and training speed as the median over the epochs of the run's own
 log (samples/s and seconds per epoch; medians stay meaningful when a few epochs shared the
 machine with other work, the total training time is in the JSON). Run folders are kept under
@@ -56,6 +57,14 @@ def median_train_speed(run_dir: Path, key: str) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
+def last_val_mean(run_dir: Path, key: str, count: int = 10) -> Optional[float]:
+    """Mean of ``key`` over the last ``count`` validation records of a run's log: steadier than
+    one epoch, and free of the selection bias of the best one."""
+    values = [record[key] for record in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())
+              if record.get("split") == "val" and key in record]
+    return statistics.mean(values[-count:]) if values else None
+
+
 def ablation_row(attention: str, config, run_dir: Path, metrics: Dict) -> Dict:
     model = build_model(config.model.preset, **config.model.overrides)
     best = metrics["best"]
@@ -65,6 +74,8 @@ def ablation_row(attention: str, config, run_dir: Path, metrics: Dict) -> Dict:
         "mean_class_accuracy": best.get("mean_class_accuracy"),
         "instance_miou": best.get("instance_miou"),
         "best_epoch": metrics["best_epoch"],
+        "last_overall_accuracy": metrics["last"]["overall_accuracy"],
+        "last10_overall_accuracy": last_val_mean(run_dir, "overall_accuracy"),
         "epochs": metrics["epochs"],
         "params": count_parameters(model),
         "gflops_recipe_points": count_flops(model, config.data.num_points) / 1e9,
@@ -78,16 +89,17 @@ def ablation_row(attention: str, config, run_dir: Path, metrics: Dict) -> Dict:
 
 def format_table(rows: List[Dict], num_points: int) -> str:
     lines = [
-        f"| attention | val OA % | val mAcc % | best epoch | params | GFLOPs @{num_points} | GFLOPs @1024 "
+        f"| attention | val OA % | val mAcc % | best epoch | last / last-10 OA % | params | GFLOPs @{num_points} | GFLOPs @1024 "
         "| train samples/s | s / epoch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         rate = "–" if r["train_samples_per_s"] is None else f"{r['train_samples_per_s']:.1f}"
         epoch = "–" if r["epoch_seconds"] is None else f"{r['epoch_seconds']:.1f}"
         lines.append(
             f"| {r['attention']} | {r['overall_accuracy']:.2f} | {r['mean_class_accuracy']:.2f} "
-            f"| {r['best_epoch']} of {r['epochs']} | {r['params'] / 1e6:.2f} M | {r['gflops_recipe_points']:.3f} "
+            f"| {r['best_epoch']} of {r['epochs']} | {r['last_overall_accuracy']:.2f} / "
+            f"{r['last10_overall_accuracy']:.2f} | {r['params'] / 1e6:.2f} M | {r['gflops_recipe_points']:.3f} "
             f"| {r['gflops_1024_points']:.3f} | {rate} | {epoch} |"
         )
     return "\n".join(lines)
