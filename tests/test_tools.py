@@ -173,8 +173,10 @@ def test_robustness_comparison_matches_paired_baseline_runs(tmp_path, capsys):
         (tmp_path / f"{name}.json").write_text(json.dumps(robustness(checkpoint, **settings)))
     compare = load_tool("compare_robustness")
     out = tmp_path / "table.json"
+    plot = tmp_path / "robustness.png"
     assert compare.main([f"first={tmp_path / 'a.json'}", str(tmp_path / "b.json"), "--baseline", "b",
-                         "--out", str(out)]) == 0
+                         "--out", str(out), "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob(".*.tmp"))
     rows = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
     assert list(rows) == ["first", "b"]
     assert rows["first"]["clean_accuracy"] == paired["clean_accuracy"]
@@ -191,7 +193,7 @@ def test_robustness_comparison_refuses_results_from_other_clouds(tmp_path):
     compare = load_tool("compare_robustness")
     result = {"dataset": "synthetic", "split": "test", "num_points": 64, "num_samples": 4, "levels": [0],
               "seed": 0, "clean_accuracy": 50.0, "mean_corrupted_accuracy": 40.0,
-              "corruption_accuracy": {"jitter": 40.0}}
+              "corruption_accuracy": {"jitter": 40.0}, "corruptions": {"jitter": {"0": 40.0}}}
     (tmp_path / "a.json").write_text(json.dumps(result))
     (tmp_path / "b.json").write_text(json.dumps({**result, "seed": 1}))
     (tmp_path / "c.json").write_text(json.dumps({"clean_accuracy": 1.0}))

@@ -7,11 +7,12 @@ corruption (the mean over its levels) and, against the model named with ``--base
 corruption error ``CE = (100 - OA_c) / (100 - OA_c of the baseline)`` averaged into mCE, and the
 relative mCE (ModelNet-C's definitions, :func:`pointea.engine.robustness.corruption_errors`).
 The clouds are the same for every model, so this equals running ``pointea robustness
---baseline`` for each pair.
+--baseline`` for each pair. ``--plot`` draws OA against severity, one panel per corruption and
+one line per model.
 
     pointea robustness --checkpoint runs/ea --data-root DATA --split val --out ea.json   # one per model
     python tools/compare_robustness.py ea=ea.json sa=sa.json pointnet=pointnet.json \\
-        --baseline pointnet --out robustness_table.json
+        --baseline pointnet --out robustness_table.json --plot robustness.png
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from pointea.atomic import atomic_write_text
+from pointea.atomic import atomic_path, atomic_write_text
 from pointea.engine.robustness import corruption_errors
 from pointea.tables import markdown_table
 
 # what must agree between files for their accuracies to come from the same clouds
 SAME_CLOUDS = ("dataset", "split", "num_points", "num_samples", "levels", "seed")
-REQUIRED = SAME_CLOUDS + ("clean_accuracy", "mean_corrupted_accuracy", "corruption_accuracy")
+REQUIRED = SAME_CLOUDS + ("clean_accuracy", "mean_corrupted_accuracy", "corruption_accuracy", "corruptions")
 
 
 def parse_entry(entry: str) -> Tuple[str, Path]:
@@ -90,11 +91,47 @@ def format_table(rows: Sequence[Dict[str, Any]], baseline: Optional[str] = None)
     return markdown_table(header, body)
 
 
+def plot_comparison(results: Dict[str, Dict[str, Any]], path: Path) -> Path:
+    """OA against severity level, one panel per corruption, one line per model (PNG, atomic)."""
+    from matplotlib.figure import Figure
+
+    from pointea.plots import DPI
+
+    reference = next(iter(results.values()))
+    corruptions = list(reference["corruptions"])
+    columns = 4
+    rows = -(-(len(corruptions) + 1) // columns)  # one panel more for the legend
+    figure = Figure(figsize=(3.0 * columns, 2.5 * rows), dpi=DPI)
+    panels = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
+    for panel, corruption in zip(panels, corruptions):
+        for name, result in results.items():
+            per_level = result["corruptions"][corruption]
+            levels = sorted(per_level, key=int)
+            panel.plot([int(level) for level in levels], [per_level[level] for level in levels], "-o",
+                       markersize=3, label=f"{name} (clean {result['clean_accuracy']:.1f})")
+        panel.set_title(corruption, fontsize=9)
+        panel.set_xticks([int(level) for level in sorted(reference["corruptions"][corruption], key=int)])
+        panel.grid(alpha=0.3)
+    for panel in panels[len(corruptions):]:
+        panel.axis("off")
+    handles, labels = panels[0].get_legend_handles_labels()
+    panels[len(corruptions)].legend(handles, labels, fontsize=8, loc="center")
+    figure.supxlabel("severity level", fontsize=9)
+    figure.supylabel("overall accuracy (%)", fontsize=9)
+    figure.suptitle(f"{reference['dataset']} {reference['split']}, {reference['num_samples']} clouds: "
+                    "OA under each corruption", fontsize=10)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", metavar="[NAME=]JSON", help="`pointea robustness --out` files")
     parser.add_argument("--baseline", metavar="NAME", help="the model CE and mCE are relative to")
     parser.add_argument("--out", type=Path, metavar="JSON", help="also write the table as JSON here")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw OA against severity per corruption here")
     args = parser.parse_args(argv)
 
     paths: Dict[str, Path] = {}
@@ -117,6 +154,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         payload = {"baseline": args.baseline, **{key: reference[key] for key in SAME_CLOUDS},
                    "generated_by": reference.get("generated_by"), "rows": rows}
         atomic_write_text(args.out, json.dumps(payload, indent=2))
+    if args.plot:
+        plot_comparison(results, args.plot)
     return 0
 
 
