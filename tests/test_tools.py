@@ -207,3 +207,22 @@ def test_robustness_comparison_refuses_results_from_other_clouds(tmp_path):
         compare.load_result(tmp_path / "c.json")
     with pytest.raises(FileNotFoundError, match="missing.json: no such file"):
         compare.load_result(tmp_path / "missing.json")
+
+
+def test_export_pretrained_records_best_and_last_epoch_measured_again(tmp_path):
+    from pointea.engine.evaluate import evaluate
+
+    ablation = load_tool("ablation")
+    assert ablation.main(["--config", "synthetic-cls", "--attention", "ea", "--out-dir", str(tmp_path / "runs"),
+                          *TINY, "train.epochs=2"]) == 0
+    export = load_tool("export_pretrained")
+    export.main([str(tmp_path / "runs" / "ea"), "--name", "tiny-cls", "--command", "train it",
+                 "--split", "val", "--out-dir", str(tmp_path / "weights")])
+    record = json.loads((tmp_path / "weights" / "tiny-cls.json").read_text())
+    assert record["command"] == "train it" and record["split"] == "val" and record["last_epoch"] == 2
+    best = evaluate(tmp_path / "weights" / "tiny-cls.pt", split="val")
+    last = evaluate(tmp_path / "runs" / "ea" / "checkpoints" / "last.pt", split="val")
+    assert record["metrics"]["overall_accuracy"] == best["overall_accuracy"]
+    assert record["last_epoch_metrics"]["mean_class_accuracy"] == last["mean_class_accuracy"]
+    logged = json.loads((tmp_path / "runs" / "ea" / "metrics.json").read_text())
+    assert record["last_epoch_metrics"]["overall_accuracy"] == logged["last"]["overall_accuracy"]

@@ -3,6 +3,8 @@
 The record (``NAME.json`` beside ``NAME.pt``) holds the exact training command, the resolved config,
 the split the metrics were measured on (re-measured here with ``pointea.engine.evaluate``), the
 training wall time and the hardware, so a README row can quote it and a test can reproduce it.
+The run's last epoch (``last.pt``) is re-measured too: the best epoch was selected on the very
+split it is measured on, so its figure flatters; the last one does not.
 
 Example::
 
@@ -18,6 +20,7 @@ import json
 import os
 import platform
 from pathlib import Path
+from typing import List, Optional
 
 import torch
 
@@ -40,7 +43,7 @@ def hardware() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, {platform.system()}"
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="finished run folder (uses checkpoints/best.pt)")
     parser.add_argument("--name", required=True, help="file stem, saying task and dataset")
@@ -48,7 +51,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=None, help="dataset folder for the re-measurement")
     parser.add_argument("--split", default="val", help="split to measure (never used for selection)")
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     best = args.run_dir / "checkpoints" / "best.pt"
     weights = export_weights(best, args.out_dir / f"{args.name}.pt")
@@ -59,11 +62,15 @@ def main() -> None:
         keys = ("overall_accuracy", "mean_class_accuracy")
     else:
         keys = ("instance_miou", "class_miou")
+    last = args.run_dir / "checkpoints" / "last.pt"
+    last_metrics = evaluate(last, split=args.split, data_root=args.data_root)
     record = {
         "command": args.command,
         "split": args.split,
         "metrics": {key: metrics[key] for key in keys},
         "best_epoch": state.get("best_epoch"),
+        "last_epoch_metrics": {key: last_metrics[key] for key in keys},
+        "last_epoch": load_checkpoint(last).get("epoch"),
         "train_time_s": run_summary.get("train_time_s"),  # epoch time of the whole run
         "wall_time_s": run_summary.get("session_time_s"),  # the "training wall time" it printed
         "hardware": hardware(),
