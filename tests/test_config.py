@@ -21,11 +21,18 @@ RECIPES = ("synthetic-cls", "synthetic-partseg", "modelnet40-cls", "modelnet40-c
 
 
 def test_shipped_recipes_load():
+    import torch
+
+    from pointea.engine.train import training_augmentation
+    from pointea.models import build_model
+
     assert set(RECIPES) <= set(available_configs())
-    for name in RECIPES:
+    for name in available_configs():  # every shipped recipe builds its model and augmentation
         config = load_config(name)
         assert isinstance(config, Config)
         assert config.train.epochs >= 1
+        build_model(config.model.preset, **config.model.overrides)
+        training_augmentation(config, torch.Generator().manual_seed(0), num_classes=40)
     assert load_config("shapenetpart-partseg").data.num_points == 2048
     assert load_config("modelnet40-cls").train.optimizer == "sgd"
 
