@@ -324,8 +324,10 @@ def _check_choice(value: str, choices: Sequence[str], what: str) -> None:
 
 
 def augmentation_kwargs(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """A ``train.augmentation`` entry's arguments for its transform (YAML lists become tuples)."""
-    return {key: tuple(value) if isinstance(value, list) else value for key, value in spec.items() if key != "name"}
+    """A ``train.augmentation`` entry's arguments for its transform (YAML lists become tuples);
+    ``name`` and ``p`` (the probability of applying it to a cloud) are the entry's own keys."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in spec.items()
+            if key not in ("name", "p")}
 
 
 def _check_augmentation_arguments(config: Config, source: str) -> None:
@@ -349,6 +351,13 @@ def _check_augmentation_arguments(config: Config, source: str) -> None:
         except (TypeError, ValueError) as error:
             raise ValueError(f"{what}: {error}") from None
         mixes = getattr(cls, "mixes_samples", False)
+        if "p" in spec:
+            probability = spec["p"]
+            if mixes:
+                raise ValueError(f"{what}: p applies to per-cloud augmentations; a mixing entry has its own "
+                                 "probability argument")
+            if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
+                raise ValueError(f"{what}: p must be a probability in [0, 1], got {probability!r}")
         if mixes:
             preset = PRESETS.get(config.model.preset)
             task = config.model.overrides.get("task", preset.task if preset else None)

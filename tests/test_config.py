@@ -176,3 +176,19 @@ def test_misspelt_recipe_name_suggests_the_recipe():
     with pytest.raises(FileNotFoundError) as info:
         load_config("configs/modelnet40-cls-cup.yaml")  # a path is not matched against recipe names
     assert "did you mean" not in str(info.value)
+
+
+def test_augmentation_probability_p_wraps_an_entry_and_is_checked():
+    import torch
+
+    from pointea.data.transforms import RandomApply, RandomJitter
+    from pointea.engine.train import training_augmentation
+
+    config = load_config(None, ["train.augmentation=[{name: jitter, sigma: 0.02, p: 0.25}]"])
+    step = training_augmentation(config, torch.Generator()).transforms[0]
+    assert isinstance(step, RandomApply) and step.p == 0.25
+    assert isinstance(step.transform, RandomJitter) and step.transform.sigma == 0.02
+    with pytest.raises(ValueError, match=r"train\.augmentation\[0\] \(jitter\): p must be a probability in \[0, 1\], got 2"):
+        load_config(None, ["train.augmentation=[{name: jitter, p: 2}]"])
+    with pytest.raises(ValueError, match="a mixing entry has its own probability argument"):
+        load_config(None, ["train.augmentation=[{name: rsmix, p: 0.5}]"])

@@ -14,6 +14,7 @@ from pointea.data.transforms import (
     FarthestPointSubsample,
     NormalizeUnitSphere,
     PointWOLF,
+    RandomApply,
     RandomJitter,
     RandomNoisePoints,
     RandomPointDropout,
@@ -55,6 +56,7 @@ RANDOM_TRANSFORMS = [
     lambda g: PointWOLF(generator=g),
     lambda g: PointWOLF(sample_type="random", normalize=False, generator=g),
     lambda g: RandomNoisePoints(generator=g),
+    lambda g: RandomApply(ShufflePoints(generator=g), 0.99, generator=g),
     lambda g: RandomNoisePoints(max_ratio=0.5, region="box", generator=g),
 ]
 ALL_TRANSFORMS = RANDOM_TRANSFORMS + [lambda g: NormalizeUnitSphere(), lambda g: FarthestPointSubsample(100)]
@@ -564,3 +566,25 @@ def test_resume_after_sigkill_is_bit_exact_with_mixing(tmp_path):
     assert process.returncode == -9, process.stderr  # killed in the second of two epochs
     resume_training(killed)
     assert_same_weights(final_weights(tmp_path / "full"), final_weights(killed))
+
+
+def test_random_apply_chooses_whole_clouds_with_probability_p():
+    batch = _item(N=32, batch=400)
+    out = RandomApply(ShufflePoints(generator=_gen(1)), 0.3, generator=_gen(2))(batch)
+    unchanged = (out["points"] == batch["points"]).all(dim=(1, 2))
+    assert 0.6 < unchanged.float().mean() < 0.8  # about 1 - p of the clouds pass untouched
+    shuffled = ShufflePoints(generator=_gen(1))(batch)
+    changed = ~unchanged
+    assert torch.equal(out["points"][changed], shuffled["points"][changed])  # the others: whole, transformed
+    assert torch.equal(out["parts"][changed], shuffled["parts"][changed])  # per-point keys follow their cloud
+    assert torch.equal(out["parts"][unchanged], batch["parts"][unchanged])
+    for p, expected in ((0.0, batch), (1.0, shuffled)):
+        result = RandomApply(ShufflePoints(generator=_gen(1)), p, generator=_gen(2))(batch)
+        assert torch.equal(result["points"], expected["points"])
+
+
+def test_random_apply_refuses_shape_changes_and_bad_probabilities():
+    with pytest.raises(ValueError, match="RandomApply needs shape-preserving transforms"):
+        RandomApply(RandomSubsample(8), 1.0)(_item(N=32, batch=2))
+    with pytest.raises(ValueError, match="p must be in"):
+        RandomApply(RandomJitter(), 1.5)

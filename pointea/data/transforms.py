@@ -112,6 +112,41 @@ class Compose:
         return f"{type(self).__name__}([{lines}\n])" if self.transforms else f"{type(self).__name__}([])"
 
 
+class RandomApply:
+    """Apply ``transform`` to each cloud with probability ``p``; the others pass unchanged.
+
+    On a batch the transform runs once on all clouds and each cloud keeps its transformed
+    points (and per-point keys) with probability ``p``, so clouds are chosen independently; a
+    single cloud is transformed or not as a whole. For label-preserving transforms whose output
+    has the input's shape (``train.augmentation`` entries take it as ``p: 0.5``).
+    """
+
+    def __init__(self, transform: Callable[[Item], Item], p: float = 0.5,
+                 generator: Optional[torch.Generator] = None) -> None:
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.transform, self.p, self.generator = transform, p, generator
+
+    def __call__(self, item: Item) -> Item:
+        points, single = _batched_points(item)
+        chosen = _uniform((points.shape[0],), points, self.generator) < self.p  # (B,)
+        if single:
+            return self.transform(item) if bool(chosen[0]) else dict(item)
+        out = self.transform(item)
+        for key in ("points",) + POINT_KEYS:
+            if key in item:
+                before, after = torch.as_tensor(item[key]), out[key]
+                if after.shape != before.shape:
+                    raise ValueError(f"{self.transform!r} changed '{key}' from {tuple(before.shape)} to "
+                                     f"{tuple(after.shape)}; RandomApply needs shape-preserving transforms")
+                keep = chosen.view(-1, *[1] * (before.ndim - 1)).to(before.device)
+                out[key] = torch.where(keep, after, before)
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transform!r}, p={self.p})"
+
+
 class NormalizeUnitSphere:
     """Centre each cloud on its centroid and scale it so the farthest point has norm 1."""
 

@@ -189,7 +189,7 @@ def build_augmentation(specs: List[Dict[str, Any]], generator: Optional[torch.Ge
     """``train.augmentation`` entries -> a Compose of batched transforms drawing from ``generator``.
 
     ``num_classes`` goes to the mixing entries (``rsmix``), which turn class labels into soft
-    labels (B, num_classes).
+    labels (B, num_classes). An entry with ``p`` is applied to each cloud with that probability.
     """
     from pointea.data import transforms
 
@@ -205,9 +205,10 @@ def build_augmentation(specs: List[Dict[str, Any]], generator: Optional[torch.Ge
         if "num_classes" in accepted:
             kwargs["num_classes"] = num_classes
         try:
-            steps.append(cls(**kwargs))
+            step = cls(**kwargs)
         except TypeError as error:
             raise ValueError(f"train.augmentation entry {spec!r}: {error}") from None
+        steps.append(step if "p" not in spec else transforms.RandomApply(step, spec["p"], generator))
     return transforms.Compose(steps)
 
 
