@@ -266,3 +266,6 @@ def test_pack_then_gpu_script_end_to_end_on_cpu_without_open3d(tmp_path):
     assert "plan: 1 of at most 1 epochs" in log and "single pass: overall_accuracy" in log
     val = json.loads((out / "val.json").read_text())
     assert val["overall_accuracy"] == summary["val_overall_accuracy"]
+    from pointea.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "best.pt")["dataset"]["up_axis"] == "z"  # the packed clouds' own, not HDF5's y

@@ -394,7 +394,7 @@ def run(args: argparse.Namespace, log: Log, out: Path, work: Path) -> Tuple[int,
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out / name)
     if checkpoint.is_file():
-        shutil.copy2(checkpoint, out / "best.pt")
+        copy_checkpoint(checkpoint, out / "best.pt", summary.get("data", {}).get("source_up_axis"))
     failed = (code != 0 and not stopped) or eval_code != 0  # a run stopped at the deadline kept best.pt
     return (1 if failed else 0), summary
 
@@ -404,6 +404,19 @@ def _scalars(metrics: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     if metrics is None:
         return None
     return {key: value for key, value in metrics.items() if isinstance(value, (int, float, str))}
+
+
+def copy_checkpoint(source: Path, target: Path, up_axis: Optional[str]) -> None:
+    """Copy a checkpoint, recording the packed clouds' own up axis: the HDF5 layout's default (y)
+    is not theirs when they were packed from a z-up layout, and `pointea viz` stands clouds up by it."""
+    from pointea.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    if up_axis is None:
+        shutil.copy2(source, target)
+        return
+    state = load_checkpoint(source)
+    state["dataset"] = {**state["dataset"], "up_axis": up_axis}
+    save_checkpoint(target, state)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
