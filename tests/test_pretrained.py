@@ -145,3 +145,13 @@ def test_models_lists_every_shipped_file_and_reports_a_damaged_one(weights_dir, 
     assert [row.split()[0] for row in rows] == ["ablation/top-ea", "broken", "top"]
     assert "unreadable: cannot load checkpoint" in rows[1] and "broken.pt" in rows[1]
     assert "classification" in rows[0] and "classification" in rows[2]
+
+
+def test_models_says_which_validation_split_a_record_was_measured_on():
+    from pointea.commands.models import format_metrics, split_label
+
+    metrics = {"overall_accuracy": 89.446, "mean_class_accuracy": 84.08}
+    grouped = {"config": {"data": {"val_split": "grouped"}}}
+    assert format_metrics(split_label("val", grouped), metrics) == "val (grouped) OA 89.45, mAcc 84.08"
+    assert split_label("val", {"config": {"data": {"val_split": "stratified"}}}) == "val"
+    assert split_label("val", {}) == "val" and split_label("test", grouped) == "test"

@@ -103,7 +103,7 @@ def print_weights(names: list, detail: bool) -> None:
             continue
         data = f"{info['dataset'] or '?'}, {info['num_points'] or 'all'} pts, {info['in_channels']} ch"
         print(f"{name:<{width}} {info['task']:<14} {data:<26} {info['params'] / 1e6:>10.3f} "
-              f"{info['file_mib']:>10.2f}  {format_metrics(info['split'], info['metrics'])}")
+              f"{info['file_mib']:>10.2f}  {format_metrics(split_label(info['split'], info['record']), info['metrics'])}")
     if detail and info is not None:
         record = info["record"]
         print()
@@ -113,6 +113,15 @@ def print_weights(names: list, detail: bool) -> None:
         for key in ("command", "best_epoch", "train_time_s", "hardware"):
             if key in record:
                 print(f"  {key}: {record[key]}")
+
+
+def split_label(split: Any, record: Dict[str, Any]) -> Any:
+    """``val (grouped)`` for metrics measured on the grouped validation split, which differs from
+    the default stratified one (see ``data.val_split``); the split name otherwise."""
+    data = (record.get("config") or {}).get("data") or {}
+    if split == "val" and data.get("val_split", "stratified") != "stratified":
+        return f"val ({data['val_split']})"
+    return split
 
 
 def format_metrics(split: Any, metrics: Dict[str, Any]) -> str:
