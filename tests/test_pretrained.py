@@ -114,7 +114,7 @@ def test_cli_commands_take_a_shipped_name(tmp_path, capsys):
     assert main(["predict", str(cloud), "--checkpoint", NAME]) == 0
     assert "a.xyz" in capsys.readouterr().out
     assert main(["predict", str(cloud), "--checkpoint", "no-such-weights"]) == 2
-    assert f"shipped weights: {NAME}" in capsys.readouterr().err
+    assert f"shipped weights: {', '.join(pretrained.list_pretrained())})" in capsys.readouterr().err
 
 
 def test_models_lists_the_shipped_weights_with_their_own_size(capsys):
