@@ -39,10 +39,16 @@ def test_shipped_weights_load_by_name_and_predict(weights):
     assert torch.isfinite(logits).all()
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One array cache for the module: the split and its near-duplicate groups are built once."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.mark.realdata("ModelNet40")
 @pytest.mark.parametrize("weights", [w for w in WEIGHTS if "modelnet40" in w.name], ids=lambda p: p.name)
-def test_shipped_weights_reproduce_their_validation_accuracy(weights, shared_data, cache_dir, monkeypatch):
-    monkeypatch.setenv("POINTEA_CACHE", str(cache_dir))
+def test_shipped_weights_reproduce_their_validation_accuracy(weights, shared_data, shared_cache, monkeypatch):
+    monkeypatch.setenv("POINTEA_CACHE", str(shared_cache))
     record = json.loads(_metrics_file(weights).read_text())
     metrics = evaluate(weights, split=record["split"], data_root=shared_data)
     assert metrics["overall_accuracy"] == pytest.approx(record["metrics"]["overall_accuracy"], abs=1e-6)
