@@ -454,7 +454,11 @@ def train(config: Config, run_dir: PathLike, resume: bool = False) -> Dict[str, 
                 f"number of processes ({context.world_size})"
             )
         with _determinism(tc.deterministic), _claim_run_folder(run_dir, resume, context, last_path):
-            return _run(config, run_dir, resume, task, select, context, last_path, best_path)
+            result = _run(config, run_dir, resume, task, select, context, last_path, best_path)
+        # leave together: rank 0 still writes metrics and plots, and a rank tearing down its gloo
+        # connections meanwhile could abort ("terminate called without an active exception")
+        dist_utils.barrier(context)
+        return result
     finally:
         torch.set_num_threads(previous_threads)
         if joined:
