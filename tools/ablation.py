@@ -3,7 +3,8 @@
 Every run uses the same recipe, seed, data and schedule; only ``model.overrides.attention``
 changes. For each type the table gives the best validation accuracy (and its epoch), the last
 epoch's and the mean of the last ten validation epochs (the best epoch is selected on the very
-split it is reported on, so it flatters; the last ones do not), the parameters, GFLOPs per sample at the recipe's number of points and at 1,024 points (counted by
+split it is reported on, so it flatters; the last ones do not), the parameters, GFLOPs per
+sample at the recipe's number of points and at 1,024 points (counted by
 ``torch.utils.flop_counter``), and training speed as the median over the epochs of the run's own
 log (samples/s and seconds per epoch; medians stay meaningful when a few epochs shared the
 machine with other work, the total training time is in the JSON). Run folders are kept under
@@ -47,21 +48,22 @@ def run_one(config, run_dir: Path) -> Dict:
     return json.loads(metrics_path.read_text())
 
 
+def logged_values(run_dir: Path, split: str, key: str) -> List[float]:
+    """``key`` of each ``split`` record of a run's log, in epoch order."""
+    records = map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())
+    return [record[key] for record in records if record.get("split") == split and key in record]
+
+
 def median_train_speed(run_dir: Path, key: str) -> Optional[float]:
     """Median of ``key`` ("samples_per_s" or "seconds") over the training epochs of a run's log."""
-    values = []
-    for line in (run_dir / "log.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record.get("split") == "train" and key in record:
-            values.append(record[key])
+    values = logged_values(run_dir, "train", key)
     return statistics.median(values) if values else None
 
 
 def last_val_mean(run_dir: Path, key: str, count: int = 10) -> Optional[float]:
     """Mean of ``key`` over the last ``count`` validation records of a run's log: steadier than
     one epoch, and free of the selection bias of the best one."""
-    values = [record[key] for record in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())
-              if record.get("split") == "val" and key in record]
+    values = logged_values(run_dir, "val", key)
     return statistics.mean(values[-count:]) if values else None
 
 

@@ -70,7 +70,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "metrics": {key: metrics[key] for key in keys},
         "best_epoch": state.get("best_epoch"),
         "last_epoch_metrics": {key: last_metrics[key] for key in keys},
-        "last_epoch": load_checkpoint(last).get("epoch"),
+        "last_epoch": run_summary.get("epochs"),  # last.pt is written at every run's final epoch
         "train_time_s": run_summary.get("train_time_s"),  # epoch time of the whole run
         "wall_time_s": run_summary.get("session_time_s"),  # the "training wall time" it printed
         "hardware": hardware(),

@@ -30,7 +30,6 @@ records the source's up axis.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -43,9 +42,11 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from pointea.commands import positive_int
-from pointea.data.cache import cache_file, load_or_build
+from pointea.data.cache import load_or_build
 from pointea.data.catalog import get_spec
-from pointea.data.dedup import DUPLICATE_IOU, GRID_RESOLUTION, GROUP_POINTS, cached_duplicate_groups, duplicate_groups
+from pointea.data.dedup import (DUPLICATE_IOU, GRID_RESOLUTION, GROUP_POINTS, cached_duplicate_groups,
+                                duplicate_groups, groups_cache_file)
+from pointea.data.download import sha256_of
 
 PathLike = Union[str, os.PathLike]
 
@@ -58,15 +59,6 @@ INFO_FILE = "pack_info.json"
 GROUPS_FILE = "duplicate_groups_train.npy"  # the source's near-duplicate groups of the train list
 CHUNK_SHAPES = 64  # shapes per HDF5 chunk when compressing
 GZIP_LEVEL = 4
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def first_per_class(labels: np.ndarray, limit: Optional[int]) -> np.ndarray:
@@ -146,11 +138,7 @@ def seed_group_cache(folder: PathLike, cache_dir: Optional[PathLike], dataset: s
     if groups.shape != (len(xyz),):
         raise ValueError(f"{folder / GROUPS_FILE}: {groups.shape} group ids for {len(xyz)} train shapes")
     namespace, label = packed.name.lower(), f"{packed.layout}-train"
-    # the key of pointea.data.dedup.cached_duplicate_groups
-    options = {"kind": "duplicate_groups", "threshold": float(DUPLICATE_IOU), "resolution": int(GRID_RESOLUTION),
-               "shape": list(xyz.shape), "points_sha256": hashlib.sha256(xyz.tobytes()).hexdigest()}
-    path = cache_file(namespace, f"{label}-groups-{GRID_RESOLUTION}vox-iou{DUPLICATE_IOU:g}", packed.layout_dir,
-                      [], options, cache_dir)
+    path = groups_cache_file(xyz, namespace, label, packed.layout_dir, cache_dir=cache_dir)
     load_or_build(path, lambda: {"groups": groups.astype(np.int64)}, ("groups",))
     found = cached_duplicate_groups(xyz, namespace, label, packed.layout_dir, cache_dir=cache_dir)
     return bool(np.array_equal(found, groups))

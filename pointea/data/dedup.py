@@ -101,6 +101,17 @@ def duplicate_groups(
     return groups.astype(np.int64)
 
 
+def groups_cache_file(xyz: np.ndarray, namespace: str, label: str, root: PathLike,
+                      threshold: float = DUPLICATE_IOU, resolution: int = GRID_RESOLUTION,
+                      cache_dir: Optional[PathLike] = None) -> Path:
+    """Where :func:`cached_duplicate_groups` keeps the groups of the float32 ``xyz`` ``(M, N, 3)``:
+    the key holds the options and a digest of the clouds themselves."""
+    options = {"kind": "duplicate_groups", "threshold": float(threshold), "resolution": int(resolution),
+               "shape": list(xyz.shape), "points_sha256": hashlib.sha256(xyz.tobytes()).hexdigest()}
+    return cache_file(namespace, f"{label}-groups-{resolution}vox-iou{threshold:g}", Path(root), [],
+                      options, cache_dir)
+
+
 def cached_duplicate_groups(
     points: np.ndarray,
     namespace: str,
@@ -123,10 +134,7 @@ def cached_duplicate_groups(
         cache_dir: cache folder (default :func:`pointea.data.cache.default_cache_dir`).
     """
     xyz = np.ascontiguousarray(points[..., :3], dtype=np.float32)
-    options = {"kind": "duplicate_groups", "threshold": float(threshold), "resolution": int(resolution),
-               "shape": list(xyz.shape), "points_sha256": hashlib.sha256(xyz.tobytes()).hexdigest()}
-    path = cache_file(namespace, f"{label}-groups-{resolution}vox-iou{threshold:g}", Path(root), [],
-                      options, cache_dir)
+    path = groups_cache_file(xyz, namespace, label, root, threshold, resolution, cache_dir)
 
     def build() -> dict:
         logger.info("grouping %d shapes by occupancy IoU >= %g (cached afterwards)", len(xyz), threshold)
