@@ -135,7 +135,7 @@ def time_training(config: Config, warmup_steps: int, steps: int, scratch: Path) 
     from pointea.engine.distributed import init_distributed
     from pointea.engine.schedule import build_optimizer
     from pointea.engine.train import (
-        build_data, build_training_model, preset_task, resolve_amp, training_augmentation, validate,
+        build_data, build_training_model, preset_task, resolve_amp, train_step, training_augmentation, validate,
     )
 
     tc = config.train
@@ -168,14 +168,7 @@ def time_training(config: Config, warmup_steps: int, steps: int, scratch: Path) 
         batch = {key: value[index] for key, value in data.train_tensors.items()}
         if augment is not None:
             batch = augment(batch)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = task.forward(net, batch)
-        loss, _, _ = task.loss(logits, batch, tc.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
+        train_step(net, batch, optimizer, config, task, use_bf16)
 
     def timed(function, repeats: int) -> float:
         _sync(device)

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -332,6 +332,25 @@ def resolve_amp(amp: str, device: torch.device) -> bool:
 # --------------------------------------------------------------------------- epochs
 
 
+def train_step(net: nn.Module, batch: Dict[str, Tensor], optimizer: torch.optim.Optimizer, config: Config,
+               task: Task, use_bf16: bool) -> Tuple[Tensor, Any, Any]:
+    """One optimizer step on ``batch``: forward (under bf16 autocast when ``use_bf16``), loss with
+    ``config.train``'s label smoothing, backward, gradient clipping, step.
+
+    Returns:
+        ``task.loss``'s ``(loss, correct, count)`` of the batch.
+    """
+    with torch.autocast(next(net.parameters()).device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        logits = task.forward(net, batch)
+    loss, correct, count = task.loss(logits, batch, config.train.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.train.grad_clip is not None:
+        nn.utils.clip_grad_norm_(net.parameters(), config.train.grad_clip)
+    optimizer.step()
+    return loss, correct, count
+
+
 def _train_one_epoch(net, batches, optimizer, scheduler, config: Config, task: Task, state: TrainState,
                      context: DistributedContext, use_bf16: bool, progress,
                      on_step: Optional[Callable[[], None]] = None) -> Dict[str, float]:
@@ -340,14 +359,7 @@ def _train_one_epoch(net, batches, optimizer, scheduler, config: Config, task: T
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, count
     kill_after = int(os.environ.get(KILL_AFTER_STEPS_ENV, "0"))
     for batch in batches:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = task.forward(net, batch)
-        loss, correct, count = task.loss(logits, batch, config.train.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.train.grad_clip is not None:
-            nn.utils.clip_grad_norm_(net.parameters(), config.train.grad_clip)
-        optimizer.step()
+        loss, correct, count = train_step(net, batch, optimizer, config, task, use_bf16)
         scheduler.step()
         if on_step is not None:
             on_step()
