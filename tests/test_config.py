@@ -17,7 +17,8 @@ from pointea.config import (
 )
 from pointea.data.catalog import DATASETS as CATALOG
 
-RECIPES = ("synthetic-cls", "synthetic-partseg", "modelnet40-cls", "modelnet40-cls-cpu", "shapenetpart-partseg")
+RECIPES = ("synthetic-cls", "synthetic-partseg", "modelnet40-cls", "modelnet40-cls-cpu", "modelnet40-cls-cpu-long",
+           "modelnet40-cls-cpu-robust", "shapenetpart-partseg")
 
 
 def test_shipped_recipes_load():

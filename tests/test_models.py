@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from pointea.config import load_config
 from pointea.data.shapenetpart import SHAPENETPART_CATEGORY_PARTS
 from pointea.models import (
     PRESETS,
@@ -162,8 +163,10 @@ def test_padding_does_not_change_real_outputs(name, train):
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
 
 
-def test_pointea_cls_design_budget():
-    model = build_model("pointea-cls")
+@pytest.mark.parametrize("recipe", ["modelnet40-cls", "modelnet40-cls-cpu-long"])
+def test_recipe_models_stay_within_the_design_budget(recipe):
+    config = load_config(recipe)
+    model = build_model(config.model.preset, num_classes=40, **config.model.overrides)
     assert count_parameters(model) <= 1_500_000
     assert count_flops(model, 1024) <= 1.0e9
 
