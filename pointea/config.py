@@ -46,6 +46,7 @@ AUGMENTATIONS = {
     "rotate_so3": "RandomRotateSO3",
     "rotate_perturb": "RandomRotatePerturb",
     "point_dropout": "RandomPointDropout",
+    "local_dropout": "RandomLocalDropout",
     "subsample": "RandomSubsample",
     "shuffle": "ShufflePoints",
     "pointwolf": "PointWOLF",

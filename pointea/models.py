@@ -53,6 +53,7 @@ class ModelConfig:
     # category_parts when left as None.
     num_classes: Optional[int] = None
     in_channels: int = 3  # 3 = xyz, 6 = xyz + normals
+    descriptor_neighbors: int = 0  # k of the local shape descriptor appended to the input; 0 = none
     # Segmentation only: total number of parts (derived from category_parts when None) and the
     # global part ids of each category (default: ShapeNetPart's 16 categories, 50 parts).
     num_parts: Optional[int] = None
@@ -138,6 +139,7 @@ def model_config_from_dict(data: Dict[str, Any]) -> ModelConfig:
 def _encoder_from_config(config: ModelConfig) -> PointEncoder:
     return PointEncoder(
         in_channels=config.in_channels,
+        descriptor_neighbors=config.descriptor_neighbors,
         embed_dims=config.embed_dims,
         stage_dims=config.stage_dims,
         stage_samples=config.stage_samples,

@@ -6,7 +6,8 @@ exporter built on it) and ``torch.export``: no ``out=`` arguments and no in-plac
 
 from __future__ import annotations
 
-from typing import List, Optional
+import math
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -100,3 +101,60 @@ def _farthest_from_centroid(xyz: Tensor, mask: Optional[Tensor]) -> Tensor:
     if mask is not None:
         dist = dist.masked_fill(~mask, -1.0)
     return dist.argmax(dim=1)
+
+
+def symmetric_eigen3(matrix: Tensor, eps: float = 1e-12) -> Tuple[Tensor, Tensor]:
+    """Eigenvalues of symmetric 3x3 matrices and the eigenvector of the smallest one, in closed form.
+
+    The eigenvalues come from the trigonometric solution of the characteristic cubic; the
+    eigenvector is the longest cross product of two rows of ``matrix - lambda_min * I`` (each is
+    perpendicular to the other two eigenvectors). Only element-wise ops, so it batches over
+    millions of matrices, unlike ``torch.linalg.eigh``, and exports to ONNX. Where the two
+    smallest eigenvalues coincide the eigenvector is ill-defined and a unit vector of their plane
+    is returned; for a multiple of the identity, a coordinate axis.
+
+    Shapes:
+        matrix (..., 3, 3) -> eigenvalues (..., 3) in descending order, eigenvector (..., 3) unit
+    """
+    a00, a11, a22 = matrix[..., 0, 0], matrix[..., 1, 1], matrix[..., 2, 2]
+    a01, a02, a12 = matrix[..., 0, 1], matrix[..., 0, 2], matrix[..., 1, 2]
+    mean = (a00 + a11 + a22) / 3.0
+    b00, b11, b22 = a00 - mean, a11 - mean, a22 - mean  # diagonal of matrix - mean * I
+    off_diagonal = a01 * a01 + a02 * a02 + a12 * a12
+    spread = torch.sqrt((b00 * b00 + b11 * b11 + b22 * b22 + 2.0 * off_diagonal) / 6.0).clamp_min(eps)
+    det = b00 * (b11 * b22 - a12 * a12) - a01 * (a01 * b22 - a12 * a02) + a02 * (a01 * a12 - b11 * a02)
+    angle = torch.acos((det / (2.0 * spread * spread * spread)).clamp(-1.0, 1.0)) / 3.0
+    largest = mean + 2.0 * spread * torch.cos(angle)
+    smallest = mean + 2.0 * spread * torch.cos(angle + 2.0 * math.pi / 3.0)
+    middle = 3.0 * mean - largest - smallest
+    rows = matrix - smallest[..., None, None] * torch.eye(3, dtype=matrix.dtype, device=matrix.device)
+    r0, r1, r2 = rows[..., 0, :], rows[..., 1, :], rows[..., 2, :]
+    vector, length = _cross(r0, r1)
+    for a, b in ((r0, r2), (r1, r2)):
+        candidate, candidate_length = _cross(a, b)
+        longer = candidate_length > length
+        vector = torch.where(longer.unsqueeze(-1), candidate, vector)
+        length = torch.where(longer, candidate_length, length)
+    # Two smallest eigenvalues equal: the rows are parallel (rank 1) and every cross product
+    # vanishes; any vector perpendicular to them is an eigenvector, e.g. a row crossed with the
+    # coordinate axis it leans on least. All three equal: the rows vanish too; take that axis.
+    row_lengths = rows.square().sum(dim=-1)  # (..., 3)
+    longest_row = rows.gather(-2, row_lengths.argmax(dim=-1)[..., None, None].expand(rows.shape[:-2] + (1, 3))).squeeze(-2)
+    axis = torch.nn.functional.one_hot(longest_row.abs().argmin(dim=-1), 3).to(matrix.dtype)
+    perpendicular, perpendicular_length = _cross(longest_row, axis)
+    parallel_rows = length <= (1e-10 * row_lengths.amax(dim=-1)) ** 2
+    vector = torch.where(parallel_rows.unsqueeze(-1), perpendicular, vector)
+    length = torch.where(parallel_rows, perpendicular_length, length)
+    isotropic = length <= eps * eps
+    vector = torch.where(isotropic.unsqueeze(-1), axis, vector)
+    length = torch.where(isotropic, torch.ones_like(length), length)
+    vector = vector / length.sqrt().unsqueeze(-1)
+    return torch.stack([largest, middle, smallest], dim=-1), vector
+
+
+def _cross(a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:
+    """Cross product of 3-vectors (..., 3) and its squared length (...), in element-wise ops."""
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    cross = torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=-1)
+    return cross, cross.square().sum(dim=-1)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pointea.nn.encoder import (
+    LocalShapeDescriptor,
     MaskedBatchNorm,
     PointEncoder,
     index_points,
@@ -38,6 +39,16 @@ def test_knn_matches_brute_force_across_chunks(chunk_elements):
     assert torch.equal(idx.sort(dim=-1).values, expected.sort(dim=-1).values)
 
 
+def test_knn_ranks_in_float32_under_bfloat16_autocast():
+    # neighbours 0.01 apart in a unit-sphere cloud: bfloat16 scores (8-bit mantissa) would tie them
+    ref = torch.nn.functional.normalize(torch.randn(1, 400, 3), dim=-1)
+    query = ref[:, :50]
+    expected = torch.cdist(query, ref).topk(8, dim=-1, largest=False).indices.sort(dim=-1).values
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        idx = knn(query, ref, 8)
+    assert torch.equal(idx.sort(dim=-1).values, expected)
+
+
 def test_knn_skips_padding_and_repeats_when_short():
     ref = torch.randn(1, 12, 3)
     mask = torch.zeros(1, 12, dtype=torch.bool)
@@ -55,6 +66,53 @@ def test_neighbor_max_equals_gather_then_max():
     (grad,) = torch.autograd.grad(out.sum(), x)
     (expected,) = torch.autograd.grad(index_points(x, idx).amax(dim=2).sum(), x)
     torch.testing.assert_close(grad, expected)
+
+
+def fibonacci_sphere(n: int) -> torch.Tensor:
+    """n points spread evenly over the unit sphere, (1, n, 3)."""
+    i = torch.arange(n, dtype=torch.float64) + 0.5
+    z = 1.0 - 2.0 * i / n
+    angle = i * torch.pi * (3.0 - 5.0 ** 0.5)
+    radius = (1.0 - z * z).sqrt()
+    return torch.stack([radius * angle.cos(), radius * angle.sin(), z], dim=-1).float().unsqueeze(0)
+
+
+def test_local_shape_descriptor_on_a_sphere():
+    sphere = fibonacci_sphere(800) * 2.0 + torch.tensor([0.5, -1.0, 0.3])  # off-centre, radius 2
+    features = LocalShapeDescriptor(12)(sphere)
+    assert features.shape == (1, 800, LocalShapeDescriptor.channels)
+    normal, shares, offset, extent = features[..., :3], features[..., 3:6], features[..., 6:9], features[..., 9]
+    radial = torch.nn.functional.normalize(sphere - sphere.mean(dim=1, keepdim=True), dim=-1)
+    assert (normal * radial).sum(dim=-1).min() > 0.99  # outward normals
+    torch.testing.assert_close(shares.sum(dim=-1), torch.ones(1, 800))
+    assert (shares[..., 0] >= shares[..., 1]).all() and (shares[..., 1] >= shares[..., 2] - 1e-6).all()
+    assert shares[..., 2].max() < 0.02  # nearly flat at the scale of 12 neighbours
+    assert ((offset * radial).sum(dim=-1) > 0).all()  # the neighbourhood mean lies inside the sphere
+    assert (extent > 0).all()
+
+
+def test_local_shape_descriptor_is_rotation_and_permutation_equivariant():
+    cloud = torch.randn(2, 200, 3)
+    descriptor = LocalShapeDescriptor(10)
+    features = descriptor(cloud)
+    rotation = torch.linalg.qr(torch.randn(3, 3))[0]
+    rotation = rotation * torch.linalg.det(rotation)  # a proper rotation
+    rotated = descriptor(cloud @ rotation.T)
+    torch.testing.assert_close(rotated[..., :3], features[..., :3] @ rotation.T, atol=2e-3, rtol=0)
+    torch.testing.assert_close(rotated[..., 3:6], features[..., 3:6], atol=2e-4, rtol=0)
+    torch.testing.assert_close(rotated[..., 6:9], features[..., 6:9] @ rotation.T, atol=1e-5, rtol=0)
+    perm = torch.randperm(200)
+    # summation order changes with the permutation; normals of nearly isotropic neighbourhoods
+    # (common in a Gaussian blob) move most under rounding
+    torch.testing.assert_close(descriptor(cloud[:, perm]), features[:, perm], atol=2e-3, rtol=0)
+
+
+def test_local_shape_descriptor_ignores_padding():
+    real = torch.randn(1, 60, 3)
+    padded = torch.cat([real, torch.randn(1, 20, 3) * 0.1], dim=1)  # padding inside the cloud
+    mask = torch.arange(80).unsqueeze(0) < 60
+    descriptor = LocalShapeDescriptor(8)
+    torch.testing.assert_close(descriptor(padded, mask)[:, :60], descriptor(real), atol=1e-5, rtol=0)
 
 
 def test_masked_batch_norm_uses_real_points_only():
@@ -92,29 +150,35 @@ def test_encoder_shapes_with_and_without_down_sampling():
     full = tiny_encoder(stage_dims=(32,), stage_samples=(0,), num_neighbors=(8,), fuse_dim=0, pooling="max")
     per_point, global_feats = full(torch.randn(2, 100, 6)[..., :3])
     assert per_point.shape == (2, 100, 32) and global_feats.shape == (2, 32)
+    described = tiny_encoder(descriptor_neighbors=8, in_channels=6)
+    assert described.embed.linears[0].in_features == 6 + LocalShapeDescriptor.channels
+    per_point, global_feats = described(torch.randn(2, 100, 6))
+    assert per_point.shape == (2, 24, 64) and global_feats.shape == (2, 128)
 
 
-@pytest.mark.parametrize("attention", ["ea", "sa", "oa"])
-def test_encoder_global_features_are_permutation_invariant(attention):
-    encoder = tiny_encoder(attention=attention).eval()
+@pytest.mark.parametrize("attention, descriptor", [("ea", 0), ("sa", 0), ("oa", 0), ("ea", 8)])
+def test_encoder_global_features_are_permutation_invariant(attention, descriptor):
+    encoder = tiny_encoder(attention=attention, descriptor_neighbors=descriptor).eval()
     points = torch.randn(2, 100, 3)
     perm = torch.randperm(100)
     torch.testing.assert_close(encoder(points[:, perm])[1], encoder(points)[1], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("train", [False, True])
-@pytest.mark.parametrize("samples", [(48, 24), (0, 0)])
-def test_encoder_padding_does_not_change_real_points(train, samples):
-    encoder = tiny_encoder(stage_samples=samples).train(train)
+@pytest.mark.parametrize("samples, descriptor", [((48, 24), 0), ((0, 0), 0), ((0, 0), 8)])
+def test_encoder_padding_does_not_change_real_points(train, samples, descriptor):
+    encoder = tiny_encoder(stage_samples=samples, descriptor_neighbors=descriptor).train(train)
     real = torch.randn(1, 60, 3)
     padded = torch.cat([real, torch.randn(1, 25, 3) * 5], dim=1)
     mask = torch.arange(85).unsqueeze(0) < 60
     per_point, global_feats = encoder(padded, mask)
     expected_points, expected_global = encoder(real)
-    torch.testing.assert_close(global_feats, expected_global, atol=1e-5, rtol=1e-5)
+    # the descriptor's masked centroid rounds differently, which training-mode batch norm amplifies
+    tolerance = 1e-4 if descriptor else 1e-5
+    torch.testing.assert_close(global_feats, expected_global, atol=tolerance, rtol=tolerance)
     if samples[0] == 0:
         per_point = per_point[:, :60]
-    torch.testing.assert_close(per_point, expected_points, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(per_point, expected_points, atol=tolerance, rtol=tolerance)
 
 
 def test_encoder_rejects_bad_inputs_and_settings():
@@ -124,3 +188,5 @@ def test_encoder_rejects_bad_inputs_and_settings():
         tiny_encoder()(torch.randn(1, 50, 3), torch.ones(1, 50))
     with pytest.raises(ValueError, match="one entry per stage"):
         tiny_encoder(stage_samples=(48,))
+    with pytest.raises(ValueError, match="descriptor_neighbors must be 0 \\(none\\) or at least 3, got 2"):
+        tiny_encoder(descriptor_neighbors=2)

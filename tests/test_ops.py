@@ -1,4 +1,4 @@
-"""Tests of pointea.ops: farthest point sampling."""
+"""Tests of pointea.ops: farthest point sampling, closed-form 3x3 eigenproblems."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 import pytest
 import torch
 
-from pointea.ops import farthest_point_sample
+from pointea.ops import farthest_point_sample, symmetric_eigen3
 
 
 @pytest.fixture(autouse=True)
@@ -69,3 +69,32 @@ def test_farthest_point_sampling_never_picks_padding():
     assert idx[1].max() < 10
     assert set(idx[1].tolist()) == set(range(10))
     assert idx[1, :10].tolist() == reference_fps(xyz[1, :10], 10)
+
+
+def test_symmetric_eigen3_matches_eigh():
+    x = torch.randn(500, 6, 3, dtype=torch.float64)
+    matrices = x.transpose(1, 2) @ x  # positive semi-definite, well separated eigenvalues
+    values, vector = symmetric_eigen3(matrices.float())
+    expected_values, expected_vectors = torch.linalg.eigh(matrices)
+    torch.testing.assert_close(values.double(), expected_values.flip(-1), atol=2e-4, rtol=1e-4)
+    alignment = (vector.double() * expected_vectors[..., 0]).sum(dim=-1).abs()  # sign is arbitrary
+    assert alignment.min() > 0.999
+    torch.testing.assert_close(vector.norm(dim=-1), torch.ones(500))
+
+
+def test_symmetric_eigen3_flat_and_repeated_spectra():
+    # a flat neighbourhood: smallest eigenvalue 0 along a rotated axis
+    rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0]
+    flat = rotation @ torch.diag(torch.tensor([3.0, 1.0, 0.0], dtype=torch.float64)) @ rotation.T
+    values, vector = symmetric_eigen3(flat.float())
+    torch.testing.assert_close(values, torch.tensor([3.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+    assert abs(float(vector.double() @ rotation[:, 2])) > 0.9999
+    # a line: the two smallest coincide, any unit vector perpendicular to the line is right
+    line = torch.diag(torch.tensor([2.0, 0.0, 0.0]))
+    values, vector = symmetric_eigen3(line)
+    torch.testing.assert_close(values, torch.tensor([2.0, 0.0, 0.0]), atol=1e-5, rtol=0)
+    assert abs(float(vector[0])) < 1e-5 and abs(float(vector.norm()) - 1.0) < 1e-5
+    # all three equal: every unit vector is an eigenvector
+    values, vector = symmetric_eigen3(2.0 * torch.eye(3))
+    torch.testing.assert_close(values, torch.full((3,), 2.0))
+    torch.testing.assert_close(vector.norm(), torch.tensor(1.0))

@@ -16,6 +16,7 @@ from pointea.data.transforms import (
     PointWOLF,
     RandomApply,
     RandomJitter,
+    RandomLocalDropout,
     RandomNoisePoints,
     RandomPointDropout,
     RandomRotatePerturb,
@@ -50,6 +51,7 @@ RANDOM_TRANSFORMS = [
     lambda g: RandomRotateSO3(generator=g),
     lambda g: RandomRotatePerturb(generator=g),
     lambda g: RandomPointDropout(generator=g),
+    lambda g: RandomLocalDropout(generator=g),
     lambda g: RandomSubsample(100, generator=g),
     lambda g: FarthestPointSubsample(100, random_start=True, generator=g),
     lambda g: ShufflePoints(generator=g),
@@ -206,6 +208,45 @@ def test_point_dropout_keeps_n_and_replaces_by_first_point():
     assert torch.equal(none["points"], item["points"])
 
 
+def test_local_dropout_cuts_one_hole_and_refills_from_kept_points():
+    item = _item(N=400, batch=6)
+    out = RandomLocalDropout(max_ratio=0.5, max_clusters=1, generator=_gen())(item)
+    assert out["points"].shape == item["points"].shape and torch.equal(out["label"], item["label"])
+    for cloud, result, parts in zip(item["points"], out["points"], out["parts"]):
+        match = (result[:, None] == cloud[None]).all(-1)  # (N, N): output point j is input point i
+        assert (match.sum(-1) == 1).all(), "output points must be input points"
+        source = match.float().argmax(-1)
+        assert torch.equal(parts, item["parts"][0][source])  # parts follow their points
+        present = torch.zeros(400, dtype=torch.bool)
+        present[source] = True
+        missing, kept = cloud[~present, :3], cloud[present, :3]
+        assert len(missing) <= 200
+        if len(missing) == 0:
+            continue
+        # one hole: some removed point is nearer to every removed point than to any kept point
+        reach = torch.cdist(missing, missing).amax(dim=1)  # (M,) from each candidate centre
+        clearance = torch.cdist(missing, kept).amin(dim=1)
+        assert (reach <= clearance).any()
+    ratios = torch.stack([(~(out["points"][b][:, None] == item["points"][b][None]).all(-1).any(0)).float().mean()
+                          for b in range(6)])
+    assert ratios.max() <= 0.5 and ratios.std() > 0.02  # a random ratio per cloud, up to max_ratio
+    untouched = RandomLocalDropout(max_ratio=0.0, generator=_gen())(item)
+    assert torch.equal(untouched["points"].sort(dim=1).values, item["points"].sort(dim=1).values)
+
+
+def test_local_dropout_spreads_the_count_over_several_holes():
+    sphere = torch.nn.functional.normalize(torch.randn(1, 2000, 3, generator=_gen(1)), dim=-1)
+    single = RandomLocalDropout(max_ratio=0.3, max_clusters=1, generator=_gen(2))({"points": sphere})
+    several = RandomLocalDropout(max_ratio=0.3, max_clusters=7, generator=_gen(2))({"points": sphere})
+
+    def farthest_pair_of_removed(out):
+        present = (out["points"][0][:, None] == sphere[0][None]).all(-1).any(0)
+        return torch.cdist(sphere[0][~present], sphere[0][~present]).max()
+
+    # the same count cut as several holes spreads further over the sphere than one hole
+    assert farthest_pair_of_removed(several) > farthest_pair_of_removed(single)
+
+
 def _check_selection(item: dict, out: dict, k: int, distinct: bool = True) -> torch.Tensor:
     """Map each output point back to its input index; parts must follow."""
     B, N, _ = item["points"].shape
@@ -262,6 +303,7 @@ def test_compose_and_repr():
     out = transform(_item())
     assert out["points"].shape == (128, 6)
     assert repr(RandomPointDropout(0.5)) == "RandomPointDropout(max_ratio=0.5)"
+    assert repr(RandomLocalDropout(0.3, 4)) == "RandomLocalDropout(max_ratio=0.3, max_clusters=4)"
 
 
 def test_bad_arguments():
@@ -271,6 +313,8 @@ def test_bad_arguments():
         RandomScaleTranslate(scale=(2.0, 1.0))
     with pytest.raises(ValueError, match="max_ratio"):
         RandomPointDropout(1.0)
+    with pytest.raises(ValueError, match="max_clusters must be at least 1, got 0"):
+        RandomLocalDropout(max_clusters=0)
     expected = r"'points' must have shape \(N, C\) or \(B, N, C\) with C >= 3, got \(10, 2\)"
     with pytest.raises(ValueError, match=expected):
         NormalizeUnitSphere()({"points": torch.zeros(10, 2)})
@@ -498,8 +542,10 @@ def test_augmentation_entries_are_checked_when_the_config_loads():
     config = load_config(None, [ROBUST])
     assert [spec["name"] for spec in config.train.augmentation][-1] == "rsmix"
     cases = {
-        "[{name: pointwolff}]": r"train.augmentation\[0\].name is 'pointwolff'; valid choices: .*; "
-                                r"did you mean pointwolf\?",
+        # 13 names: more than are listed, so only the close match is suggested
+        "[{name: pointwolff}]": r"train.augmentation\[0\].name is 'pointwolff'; did you mean pointwolf\?",
+        "[{name: dropout}]": r"'dropout'; did you mean point_dropout or local_dropout\?",
+        "[{name: cutout}]": r"train.augmentation\[0\].name is 'cutout'; valid choices: normalize, .*, rsmix$",
         "[{name: pointwolf, sigmaa: 0.3}]": r"train.augmentation\[0\] \(pointwolf\): unknown argument 'sigmaa'; "
                                             r"valid arguments: .*; did you mean sigma\?",
         "[{name: rsmix, num_classes: 3}]": "unknown argument 'num_classes'",  # the engine supplies it

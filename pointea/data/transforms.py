@@ -288,6 +288,47 @@ class RandomPointDropout:
         return f"{type(self).__name__}({_format_args(max_ratio=self.max_ratio)})"
 
 
+class RandomLocalDropout:
+    """Cut up to ``max_ratio`` of each cloud's points out as 1..``max_clusters`` local holes,
+    keeping N fixed (ModelNet-C's ``dropout_local`` occlusions, as a training augmentation).
+
+    Each cloud draws a drop ratio U(0, max_ratio) and a number of holes; the hole centres are
+    random points of the cloud and the points nearest to any centre are removed (so several holes
+    share the count). Removed points (and their per-point values) are replaced by random kept
+    points, so batch shapes do not change; points come out reordered. Label-preserving.
+    """
+
+    def __init__(self, max_ratio: float = 0.5, max_clusters: int = 7,
+                 generator: Optional[torch.Generator] = None) -> None:
+        if not 0 <= max_ratio < 1:
+            raise ValueError(f"max_ratio must be in [0, 1), got {max_ratio}")
+        if max_clusters < 1:
+            raise ValueError(f"max_clusters must be at least 1, got {max_clusters}")
+        self.max_ratio, self.max_clusters, self.generator = max_ratio, max_clusters, generator
+
+    def __call__(self, item: Item) -> Item:
+        points, single = _batched_points(item)
+        B, N, _ = points.shape
+        g = self.generator
+        dropped = (self.max_ratio * _uniform((B,), points, g) * N).long()  # (B,) points to remove
+        clusters = 1 + (_uniform((B,), points, g) * self.max_clusters).long().clamp_max(self.max_clusters - 1)
+        centre_index = (_uniform((B, self.max_clusters), points, g) * N).long().clamp_max(N - 1)
+        xyz = points[..., :3]
+        centres = torch.gather(xyz, 1, centre_index[..., None].expand(-1, -1, 3))  # (B, K, 3)
+        distance = torch.cdist(xyz, centres)  # (B, N, K)
+        unused = torch.arange(self.max_clusters, device=points.device) >= clusters[:, None]  # (B, K)
+        distance = distance.masked_fill(unused[:, None, :], float("inf")).amin(dim=-1)  # (B, N)
+        order = distance.argsort(dim=1, descending=True)  # kept points first, the holes last
+        kept = (N - dropped).clamp_min(1)[:, None]  # (B, 1)
+        position = torch.arange(N, device=points.device).expand(B, N)
+        refill = (_uniform((B, N), points, g) * kept).long().clamp_max(kept - 1)  # a random kept slot
+        index = torch.gather(order, 1, torch.where(position < kept, position, refill))
+        return _gather_points(item, index, single)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_format_args(max_ratio=self.max_ratio, max_clusters=self.max_clusters)})"
+
+
 class RandomSubsample:
     """Keep ``num_points`` distinct random points of each cloud.
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointea.nn.attention import AttentionBlock
-from pointea.ops import farthest_point_sample
+from pointea.ops import farthest_point_sample, symmetric_eigen3
 
 POOLING_TYPES = ("max", "mean", "maxmean")
 
@@ -128,6 +128,20 @@ def neighbor_max(x: Tensor, idx: Tensor) -> Tensor:
     return F.embedding_bag(bags, x.reshape(B * N, C), mode="max").view(B, M, C)
 
 
+def _ranking_scores(ref_sq: Tensor, query: Tensor, ref_t: Tensor) -> Tensor:
+    """``|r|^2 - 2 q.r`` for every query and reference: (B, 1, N), (B, m, 3), (B, 3, N) -> (B, m, N)."""
+    return torch.baddbmm(ref_sq, query, ref_t, alpha=-2.0)
+
+
+@torch.jit.unused
+def _ranking_scores_in_float32(ref_sq: Tensor, query: Tensor, ref_t: Tensor) -> Tensor:
+    """``_ranking_scores`` with autocast off: in bfloat16 the scores of neighbours a few hundredths
+    apart in a unit-sphere cloud tie or swap, so mixed-precision training would group different
+    neighbours than full-precision inference."""
+    with torch.autocast(query.device.type, enabled=False):
+        return _ranking_scores(ref_sq.float(), query.float(), ref_t.float())
+
+
 def knn(
     query: Tensor,
     ref: Tensor,
@@ -137,8 +151,10 @@ def knn(
 ) -> Tensor:
     """Indices of the ``k`` nearest reference points of each query point (squared Euclidean).
 
-    Queries are processed in chunks of at most ``chunk_elements`` distances, so memory grows
-    linearly with the number of points.
+    Neighbours are ranked by ``|r|^2 - 2 q.r``, which differs from the squared distance by the
+    query's own ``|q|^2`` and so orders each row's references the same way, in one fused
+    ``baddbmm``. Queries are processed in chunks of at most ``chunk_elements`` distances, so
+    memory grows linearly with the number of points.
     Padded reference points are never returned; a cloud with fewer than ``k`` real points
     repeats its nearest real neighbour. ``k`` is clipped to the number of reference points.
 
@@ -151,11 +167,15 @@ def knn(
     query = query.detach()
     ref = ref.detach()
     ref_sq = ref.square().sum(dim=-1).unsqueeze(1)  # (B, 1, N)
+    ref_t = ref.transpose(1, 2)  # (B, 3, N)
     rows = max(1, chunk_elements // max(1, B * N))
     chunks: List[Tensor] = []
     for start in range(0, M, rows):
         q = query[:, start:start + rows]  # (B, m, 3)
-        dist = ref_sq - 2.0 * torch.bmm(q, ref.transpose(1, 2)) + q.square().sum(dim=-1, keepdim=True)
+        if torch.jit.is_scripting():
+            dist = _ranking_scores(ref_sq, q, ref_t)
+        else:
+            dist = _ranking_scores_in_float32(ref_sq, q, ref_t)
         if ref_mask is not None:
             dist = dist.masked_fill(~ref_mask.unsqueeze(1), float("inf"))
         if ref_mask is None:
@@ -165,6 +185,53 @@ def knn(
             idx = torch.where(torch.isinf(values), idx[:, :, :1], idx)
         chunks.append(idx)
     return torch.cat(chunks, dim=1)
+
+
+class LocalShapeDescriptor(nn.Module):
+    """Parameter-free local geometry of each point from its ``k`` nearest neighbours (itself included).
+
+    From the covariance of the neighbourhood (eigenvalues l1 >= l2 >= l3, s = l1 + l2 + l3):
+
+    - the surface normal estimate: the eigenvector of l3, oriented away from the cloud's centroid
+      (3 channels; the usual principal-component normal, as in PCL and Open3D);
+    - the eigenvalue shares l / s: linear, planar or scattered neighbourhoods, and l3 / s is the
+      surface variation, a curvature estimate (3);
+    - the point's offset from its neighbourhood mean, large at edges and corners (3);
+    - the neighbourhood's extent sqrt(s) (1).
+
+    Computed in float32 without gradients (the points are inputs); cheap next to a learned local
+    operator, since one kNN and closed-form 3x3 eigenproblems replace grouped MLPs.
+
+    Shapes:
+        xyz (B, N, 3), mask (B, N) -> (B, N, 10); padded points are nobody's neighbour, so real
+        points' descriptors never depend on them.
+    """
+
+    channels = 10
+
+    def __init__(self, num_neighbors: int):
+        super().__init__()
+        if num_neighbors < 3:
+            raise ValueError(f"the local shape descriptor needs at least 3 neighbours, got {num_neighbors}")
+        self.num_neighbors = num_neighbors
+
+    def forward(self, xyz: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        xyz = xyz.detach().float()
+        idx = knn(xyz, xyz, self.num_neighbors, mask)  # (B, N, k)
+        neighbors = index_points(xyz, idx)  # (B, N, k, 3)
+        center = neighbors.mean(dim=2)  # (B, N, 3)
+        spread = neighbors - center.unsqueeze(2)
+        covariance = (spread.unsqueeze(-1) * spread.unsqueeze(-2)).mean(dim=2)  # (B, N, 3, 3)
+        total = covariance[..., 0, 0] + covariance[..., 1, 1] + covariance[..., 2, 2]  # (B, N)
+        shares, normal = symmetric_eigen3(covariance / total.clamp_min(1e-12)[..., None, None])
+        if mask is None:
+            centroid = xyz.mean(dim=1, keepdim=True)
+        else:
+            weights = mask.unsqueeze(-1).to(xyz.dtype)
+            centroid = (xyz * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
+        inward = ((xyz - centroid) * normal).sum(dim=-1, keepdim=True) < 0
+        normal = torch.where(inward, -normal, normal)
+        return torch.cat([normal, shares, xyz - center, total.sqrt().unsqueeze(-1)], dim=-1)
 
 
 class NeighborEmbedding(nn.Module):
@@ -259,12 +326,14 @@ def masked_pool(x: Tensor, mask: Optional[Tensor], mode: str = "maxmean") -> Ten
 class PointEncoder(nn.Module):
     """PointNet-style encoder with local neighbour embedding and a stack of attention blocks.
 
-        points -> SharedMLP(embed_dims) -> NeighborEmbedding per stage -> AttentionBlock x num_blocks
+        points [+ LocalShapeDescriptor] -> SharedMLP(embed_dims) -> NeighborEmbedding per stage -> AttentionBlock x num_blocks
                -> concat(block outputs) -> Linear(fuse_dim) -> per-point features
                -> pool (max and mean) -> global feature
 
     Args:
         in_channels: input channels C (3 = xyz, 6 = xyz + normals); xyz are the first three.
+        descriptor_neighbors: k of a ``LocalShapeDescriptor`` whose 10 channels are appended to
+            the input points before the per-point MLP (0 = none).
         embed_dims: widths of the per-point MLP.
         stage_dims: output widths of the neighbour-embedding stages (empty: no stage).
         stage_samples: centres kept by farthest point sampling in each stage (0 = all points).
@@ -287,6 +356,7 @@ class PointEncoder(nn.Module):
     def __init__(
         self,
         in_channels: int = 3,
+        descriptor_neighbors: int = 0,
         embed_dims: Sequence[int] = (64, 64),
         stage_dims: Sequence[int] = (128, 256),
         stage_samples: Sequence[int] = (512, 256),
@@ -308,11 +378,16 @@ class PointEncoder(nn.Module):
                 "stage_dims, stage_samples and num_neighbors need one entry per stage, got "
                 f"{list(stage_dims)}, {list(stage_samples)}, {list(num_neighbors)}"
             )
+        if descriptor_neighbors != 0 and descriptor_neighbors < 3:
+            raise ValueError(f"descriptor_neighbors must be 0 (none) or at least 3, got {descriptor_neighbors}")
         if pooling not in POOLING_TYPES:
             raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLING_TYPES)}")
         self.in_channels = in_channels
         self.pooling = pooling
-        self.embed = SharedMLP(in_channels, embed_dims)
+        self.use_descriptor = descriptor_neighbors > 0
+        self.descriptor = LocalShapeDescriptor(descriptor_neighbors if self.use_descriptor else 3)
+        descriptor_channels = LocalShapeDescriptor.channels if self.use_descriptor else 0
+        self.embed = SharedMLP(in_channels + descriptor_channels, embed_dims)
         dim = self.embed.out_dim
         self.stages = nn.ModuleList()
         for out_dim, samples, k in zip(stage_dims, stage_samples, num_neighbors):
@@ -344,6 +419,8 @@ class PointEncoder(nn.Module):
                 + str(list(mask.shape))
             )
         xyz = points[..., :3]
+        if self.use_descriptor:
+            points = torch.cat([points, self.descriptor(xyz, mask).to(points.dtype)], dim=-1)
         x = self.embed(points, mask)  # (B, N, embed)
         for stage in self.stages:
             xyz, x, mask = stage(xyz, x, mask)  # (B, M, stage_dim)
