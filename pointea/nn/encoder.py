@@ -224,11 +224,7 @@ class LocalShapeDescriptor(nn.Module):
         covariance = (spread.unsqueeze(-1) * spread.unsqueeze(-2)).mean(dim=2)  # (B, N, 3, 3)
         total = covariance[..., 0, 0] + covariance[..., 1, 1] + covariance[..., 2, 2]  # (B, N)
         shares, normal = symmetric_eigen3(covariance / total.clamp_min(1e-12)[..., None, None])
-        if mask is None:
-            centroid = xyz.mean(dim=1, keepdim=True)
-        else:
-            weights = mask.unsqueeze(-1).to(xyz.dtype)
-            centroid = (xyz * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
+        centroid = masked_pool(xyz, mask, "mean").unsqueeze(1)  # (B, 1, 3)
         inward = ((xyz - centroid) * normal).sum(dim=-1, keepdim=True) < 0
         normal = torch.where(inward, -normal, normal)
         return torch.cat([normal, shares, xyz - center, total.sqrt().unsqueeze(-1)], dim=-1)
@@ -326,8 +322,8 @@ def masked_pool(x: Tensor, mask: Optional[Tensor], mode: str = "maxmean") -> Ten
 class PointEncoder(nn.Module):
     """PointNet-style encoder with local neighbour embedding and a stack of attention blocks.
 
-        points [+ LocalShapeDescriptor] -> SharedMLP(embed_dims) -> NeighborEmbedding per stage -> AttentionBlock x num_blocks
-               -> concat(block outputs) -> Linear(fuse_dim) -> per-point features
+        points [+ LocalShapeDescriptor] -> SharedMLP(embed_dims) -> NeighborEmbedding per stage
+               -> AttentionBlock x num_blocks -> concat(block outputs) -> Linear(fuse_dim) -> per-point features
                -> pool (max and mean) -> global feature
 
     Args:
