@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from pointea.cli import main
 from pointea.config import config_to_dict, load_config
-from pointea.engine.checkpoint import load_model
+from pointea.engine.checkpoint import _flatten, load_model
 from pointea.engine.evaluate import evaluate
 from pointea.pretrained import WEIGHTS_DIR, shipped_weights
 
@@ -41,31 +43,20 @@ def test_shipped_weights_load_by_name_and_predict(weights):
     assert torch.isfinite(logits).all()
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, prefix + key + "."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 TRAIN_COMMANDS = [w for w in WEIGHTS if shlex.split(json.loads(_metrics_file(w).read_text())["command"])[:2]
                   == ["pointea", "train"]]
 
 
 @pytest.mark.parametrize("weights", TRAIN_COMMANDS, ids=lambda p: p.name)
-def test_recorded_command_rebuilds_the_recorded_config(weights):
+def test_recorded_command_rebuilds_the_recorded_config(weights, capsys):
     """A recipe changed after its weights were trained (or weights shipped from another run than the
-    recorded command) shows up here: the command, resolved with today's recipe, must give the
-    config the weights were trained with. Keys a record lacks predate it and must still be at
-    their defaults."""
+    recorded command) shows up here: the command, resolved by ``pointea train --print-config`` with
+    today's recipe, must give the config the weights were trained with. Keys a record lacks
+    predate it and must still be at their defaults."""
     record = json.loads(_metrics_file(weights).read_text())
-    argv = shlex.split(record["command"])
-    overrides = [arg for arg in argv[2:] if "=" in arg and not arg.startswith("-")]
-    overrides.append("data.root=" + argv[argv.index("--data-root") + 1])
-    rebuilt = _flatten(config_to_dict(load_config(argv[argv.index("--config") + 1], overrides)))
+    capsys.readouterr()
+    assert main(shlex.split(record["command"])[1:] + ["--print-config"]) == 0
+    rebuilt = _flatten(yaml.safe_load(capsys.readouterr().out))
     recorded = _flatten(record["config"])
     defaults = _flatten(config_to_dict(load_config(None)))
     assert set(recorded) <= set(rebuilt), f"{weights.name}: record keys unknown to the config"
