@@ -62,6 +62,7 @@ class ModelConfig:
     stage_dims: Tuple[int, ...] = (128, 256)
     stage_samples: Tuple[int, ...] = (512, 256)  # farthest point sampling per stage; 0 = all points
     num_neighbors: Tuple[int, ...] = (20, 20)
+    edge_mlp: bool = False  # stages max-pool after both layers per neighbour (EdgeConv-style)
     attention: str = "ea"  # one of ATTENTION_TYPES
     num_blocks: int = 4
     memory_size: int = 64  # external attention slots S (EANet's value)
@@ -144,6 +145,7 @@ def _encoder_from_config(config: ModelConfig) -> PointEncoder:
         stage_dims=config.stage_dims,
         stage_samples=config.stage_samples,
         num_neighbors=config.num_neighbors,
+        edge_mlp=config.edge_mlp,
         attention=config.attention,
         num_blocks=config.num_blocks,
         memory_size=config.memory_size,

@@ -8,6 +8,7 @@ import torch
 from pointea.nn.encoder import (
     LocalShapeDescriptor,
     MaskedBatchNorm,
+    NeighborEmbedding,
     PointEncoder,
     index_points,
     knn,
@@ -142,6 +143,44 @@ def test_masked_pool_ignores_padding():
         masked_pool(x, None, "sum")
 
 
+def _randomise_norms(module: torch.nn.Module) -> None:
+    for norm in (m for m in module.modules() if isinstance(m, MaskedBatchNorm)):
+        C = norm.weight.numel()
+        norm.weight.data = torch.rand(C) + 0.5
+        norm.bias.data = torch.randn(C) * 0.1
+        norm.running_mean = torch.randn(C) * 0.1
+        norm.running_var = torch.rand(C) + 0.5
+
+
+def _bn(norm: MaskedBatchNorm, x: torch.Tensor) -> torch.Tensor:
+    return (x - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps) * norm.weight + norm.bias
+
+
+@pytest.mark.parametrize("edge_mlp", [False, True])
+def test_neighbor_embedding_matches_its_edge_formula(edge_mlp):
+    """Each centre's output, pair by pair from the docstring's formula (brute-force neighbours)."""
+    stage = NeighborEmbedding(5, 7, num_neighbors=4, edge_mlp=edge_mlp)
+    _randomise_norms(stage)
+    stage.eval()
+    xyz, feats = torch.randn(2, 30, 3), torch.randn(2, 30, 5)
+    _, out, _ = stage(xyz, feats)
+    W = stage.neighbor.weight
+    W_f, W_p, W_c = W[:, :5], W[:, 5:], stage.center.weight
+    expected = torch.empty(2, 30, 7)
+    for b in range(2):
+        neighbours = torch.cdist(xyz[b], xyz[b]).topk(4, largest=False).indices  # (30, 4)
+        for i in range(30):
+            j = neighbours[i]
+            edges = feats[b, j] @ W_f.T + (xyz[b, j] - xyz[b, i]) @ W_p.T + feats[b, i] @ W_c.T  # (4, 7)
+            if edge_mlp:
+                hidden = torch.relu(_bn(stage.norm, edges))
+                expected[b, i] = torch.relu(_bn(stage.out_norm, hidden @ stage.out.weight.T)).amax(0)
+            else:
+                hidden = torch.relu(_bn(stage.norm, edges.amax(0)))
+                expected[b, i] = torch.relu(_bn(stage.out_norm, hidden @ stage.out.weight.T))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_encoder_shapes_with_and_without_down_sampling():
     encoder = tiny_encoder()
     per_point, global_feats = encoder(torch.randn(2, 100, 3))
@@ -156,18 +195,21 @@ def test_encoder_shapes_with_and_without_down_sampling():
     assert per_point.shape == (2, 24, 64) and global_feats.shape == (2, 128)
 
 
-@pytest.mark.parametrize("attention, descriptor", [("ea", 0), ("sa", 0), ("oa", 0), ("ea", 8)])
-def test_encoder_global_features_are_permutation_invariant(attention, descriptor):
-    encoder = tiny_encoder(attention=attention, descriptor_neighbors=descriptor).eval()
+@pytest.mark.parametrize("attention, descriptor, edge_mlp",
+                         [("ea", 0, False), ("sa", 0, False), ("oa", 0, False), ("ea", 8, False), ("ea", 0, True)])
+def test_encoder_global_features_are_permutation_invariant(attention, descriptor, edge_mlp):
+    encoder = tiny_encoder(attention=attention, descriptor_neighbors=descriptor, edge_mlp=edge_mlp).eval()
     points = torch.randn(2, 100, 3)
     perm = torch.randperm(100)
     torch.testing.assert_close(encoder(points[:, perm])[1], encoder(points)[1], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("train", [False, True])
-@pytest.mark.parametrize("samples, descriptor", [((48, 24), 0), ((0, 0), 0), ((0, 0), 8)])
-def test_encoder_padding_does_not_change_real_points(train, samples, descriptor):
-    encoder = tiny_encoder(stage_samples=samples, descriptor_neighbors=descriptor).train(train)
+@pytest.mark.parametrize("samples, descriptor, edge_mlp",
+                         [((48, 24), 0, False), ((0, 0), 0, False), ((0, 0), 8, False),
+                          ((48, 24), 0, True), ((0, 0), 0, True)])
+def test_encoder_padding_does_not_change_real_points(train, samples, descriptor, edge_mlp):
+    encoder = tiny_encoder(stage_samples=samples, descriptor_neighbors=descriptor, edge_mlp=edge_mlp).train(train)
     real = torch.randn(1, 60, 3)
     padded = torch.cat([real, torch.randn(1, 25, 3) * 5], dim=1)
     mask = torch.arange(85).unsqueeze(0) < 60

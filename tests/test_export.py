@@ -30,13 +30,14 @@ def save(path, model, task, **dataset):
     return save_checkpoint(path, state)
 
 
-@pytest.fixture(scope="module")
-def attention_classifier(tmp_path_factory):
-    """A tiny external-attention classifier: local shape descriptor, neighbour embedding (FPS + kNN)
-    and two EA blocks."""
+@pytest.fixture(scope="module", params=[False, True], ids=["max-first", "edge-mlp"])
+def attention_classifier(request, tmp_path_factory):
+    """A tiny external-attention classifier: local shape descriptor, neighbour embedding (FPS + kNN,
+    max-pooled after the first layer or, with ``edge_mlp``, after both) and two EA blocks."""
     torch.manual_seed(0)
     model = build_model("pointea-cls", num_classes=4, descriptor_neighbors=6, embed_dims=(16, 16), stage_dims=(32, 32),
-                        stage_samples=(32, 16), num_neighbors=(8, 8), num_blocks=2, fuse_dim=32, head_dims=(32,))
+                        stage_samples=(32, 16), num_neighbors=(8, 8), edge_mlp=request.param, num_blocks=2,
+                        fuse_dim=32, head_dims=(32,))
     return save(tmp_path_factory.mktemp("ea") / "ea.pt", model.eval(), "classification", classes=list("abcd")), model
 
 

@@ -191,9 +191,11 @@ def test_count_flops_matches_hand_count_for_pointnet():
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-@pytest.mark.parametrize("name", ["pointea-cls", "pointea-partseg", "pointea-cls-mhea", "pointnet-partseg"])
-def test_inference_models_pass_torch_jit_script(name):
-    model = build_model(name).eval()
+@pytest.mark.parametrize("name, overrides", [("pointea-cls", {}), ("pointea-cls", {"edge_mlp": True}),
+                                             ("pointea-partseg", {}), ("pointea-cls-mhea", {}),
+                                             ("pointnet-partseg", {})])
+def test_inference_models_pass_torch_jit_script(name, overrides):
+    model = build_model(name, **overrides).eval()
     inputs = make_inputs(model, 2, 256)
     mask = torch.arange(256).unsqueeze(0).expand(2, -1) < torch.tensor([[256], [190]])
     scripted = torch.jit.script(model)

@@ -226,3 +226,31 @@ def test_export_pretrained_records_best_and_last_epoch_measured_again(tmp_path):
     assert record["last_epoch_metrics"]["mean_class_accuracy"] == last["mean_class_accuracy"]
     logged = json.loads((tmp_path / "runs" / "ea" / "metrics.json").read_text())
     assert record["last_epoch_metrics"]["overall_accuracy"] == logged["last"]["overall_accuracy"]
+
+
+def test_training_benchmark_times_recipe_models_side_by_side(tmp_path, capsys):
+    from pointea.config import load_config
+    from pointea.models import build_model, count_parameters
+
+    bench = load_tool("bench_train")
+    out = tmp_path / "bench_train.json"
+    variant = "synthetic-cls model.overrides.edge_mlp=true 'model.overrides.stage_dims=[16]' " \
+              "'model.overrides.stage_samples=[16]' 'model.overrides.num_neighbors=[4]'"
+    assert bench.main(["--recipe", "synthetic-cls", "--recipe", variant, "--dtypes", "fp32", "--num-points", "32",
+                       "--batch-size", "2", "--steps", "1", "--warmup", "0", "--threads", "1",
+                       "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [row["preset"] for row in rows] == ["#1 synthetic-cls", "#2 synthetic-cls"]
+    plain = load_config("synthetic-cls").model
+    assert rows[0]["model_overrides"] == plain.overrides
+    assert rows[1]["model_overrides"] == {**plain.overrides, "edge_mlp": True, "stage_dims": [16],
+                                          "stage_samples": [16], "num_neighbors": [4]}
+    for row in rows:  # the benchmarked model is the one the recipe builds
+        assert row["params"] == count_parameters(build_model(row["model_preset"], **row["model_overrides"]))
+        assert row["train_samples_per_s"] > 0 and row["infer_samples_per_s"] > 0
+    printed = capsys.readouterr().out
+    assert "#1 synthetic-cls" in printed and f"#2: {variant}" in printed
+
+    with pytest.raises(SystemExit):
+        bench.main(["--recipe", "synthetic-cls model.overrides.no_such_key=1", "--steps", "1"])
+    assert "no_such_key" in capsys.readouterr().err

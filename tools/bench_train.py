@@ -1,4 +1,4 @@
-"""Training and inference throughput of every model preset on this machine.
+"""Training and inference throughput of every model preset (or of recipes' models) on this machine.
 
 For each preset: samples/s of a training step (forward, backward, AdamW step) and of inference
 (eval mode, ``torch.inference_mode``) at ``--num-points`` points and batch ``--batch-size``, in
@@ -9,6 +9,13 @@ also holds CPU seconds and minor page faults per step, which stay meaningful on 
     python tools/bench_train.py --out bench_train.json
     python tools/bench_train.py --presets pointnet-cls --no-malloc-tuning   # allocator A/B
     python tools/bench_train.py --presets pointea-cls --compile             # torch.compile
+
+``--recipe`` (repeatable) benchmarks the model of a training recipe instead, built from its
+``model`` section with the recipe's ``key=value`` overrides as ``pointea train`` takes them, so
+variants are timed side by side in one run (the table labels them #1, #2, ... in order):
+
+    python tools/bench_train.py --dtypes bf16 --num-points 512 --recipe modelnet40-cls-cpu \
+        --recipe "modelnet40-cls-cpu model.overrides.edge_mlp=true 'model.overrides.stage_dims=[64]' ..."
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ import argparse
 import json
 import platform
 import resource
+import shlex
 import sys
 import time
-from typing import Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -42,11 +50,23 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets)
 
 
-def bench_preset(name: str, args, bf16: bool, device: torch.device) -> Dict[str, object]:
+def recipe_model(spec: str) -> Tuple[str, Dict[str, Any]]:
+    """``"RECIPE [key=value ...]"`` -> (model preset, its keyword overrides) as the recipe trains it."""
+    from pointea.config import load_config
+
+    words = shlex.split(spec)
+    if not words:
+        raise ValueError("--recipe needs a recipe name or YAML path")
+    config = load_config(words[0], words[1:])
+    return config.model.preset, dict(config.model.overrides)
+
+
+def bench_preset(name: str, args, bf16: bool, device: torch.device,
+                 overrides: Dict[str, Any] | None = None) -> Dict[str, object]:
     from pointea.models import build_model, count_flops, count_parameters, example_inputs
 
     torch.manual_seed(0)
-    model = build_model(name).to(device)
+    model = build_model(name, **(overrides or {})).to(device)
     flops = count_flops(model, args.num_points)
     inputs = example_inputs(model, args.num_points, args.batch_size)
     targets = _targets(model, args.batch_size, args.num_points, device)
@@ -98,12 +118,12 @@ def _sync(device: torch.device) -> None:
 
 
 def format_table(rows: List[Dict[str, object]]) -> str:
-    header = (f"{'preset':<18} {'dtype':<5} {'params':>8} {'GFLOP':>6} {'train/s':>8} {'GFLOP/s':>8} "
+    header = (f"{'model':<24} {'dtype':<5} {'params':>8} {'GFLOP':>6} {'train/s':>8} {'GFLOP/s':>8} "
               f"{'infer/s':>8} {'GFLOP/s':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r['preset']:<18} {r['dtype']:<5} {r['params'] / 1e6:>7.2f}M {r['gflops_per_sample']:>6.2f} "
+            f"{r['preset']:<24} {r['dtype']:<5} {r['params'] / 1e6:>7.2f}M {r['gflops_per_sample']:>6.2f} "
             f"{r['train_samples_per_s']:>8.1f} {r['train_gflop_per_s']:>8.1f} "
             f"{r['infer_samples_per_s']:>8.1f} {r['infer_gflop_per_s']:>8.1f}"
         )
@@ -115,6 +135,8 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--recipe", action="append", default=[], metavar='"RECIPE [key=value ...]"',
+                        help="benchmark this recipe's model (repeatable) instead of the presets")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--num-points", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -134,14 +156,29 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.recipe:
+        models = []
+        for number, spec in enumerate(args.recipe, 1):
+            try:
+                preset, overrides = recipe_model(spec)
+            except (ValueError, FileNotFoundError) as error:
+                parser.error(f"--recipe {spec!r}: {error}")
+            models.append((f"#{number} {shlex.split(spec)[0]}", preset, overrides, spec))
+    else:
+        models = [(name, name, {}, None) for name in args.presets]
     rows = []
-    for name in args.presets:
+    for label, preset, overrides, spec in models:
         for dtype in args.dtypes:
-            row = bench_preset(name, args, dtype == "bf16", device)
+            row = {**bench_preset(preset, args, dtype == "bf16", device, overrides), "preset": label}
+            if spec is not None:
+                row.update(recipe=spec, model_preset=preset, model_overrides=overrides)
             rows.append(row)
-            print(f"{name} {dtype}: train {row['train_samples_per_s']} / infer {row['infer_samples_per_s']} "
+            print(f"{label} {dtype}: train {row['train_samples_per_s']} / infer {row['infer_samples_per_s']} "
                   f"samples/s", file=sys.stderr, flush=True)
     print(format_table(rows))
+    for label, _, _, spec in models:
+        if spec is not None:
+            print(f"{label.split()[0]}: {spec}")
     if args.out:
         report = {
             "machine": {"platform": platform.platform(), "processor": platform.processor(),

@@ -245,12 +245,21 @@ class NeighborEmbedding(nn.Module):
     training fast on CPUs. ``W_p (p_j - p_i)`` is the support function of the neighbourhood
     (relative to the centre) along the directions in W_p.
 
+    With ``edge_mlp`` both layers run on every (centre, neighbour) pair and the maximum comes
+    last, as in PCT's sample-and-group layer and PointNet++'s set abstraction:
+
+        out_i = max_j ReLU(BN(W_o ReLU(BN(W_f f_j + W_p (p_j - p_i) + W_c f_i))))
+
+    Same parameters; the second layer then costs k times more and the (B, M, k, C) tensor is
+    materialised.
+
     Args:
         in_dim: input feature channels.
         out_dim: output feature channels.
         num_neighbors: k of the kNN grouping.
         num_samples: number of centres chosen by farthest point sampling; 0 keeps every point as
             a centre (no down-sampling).
+        edge_mlp: max-pool over the neighbours after both layers instead of after the first.
 
     Shapes:
         xyz (B, N, 3), feats (B, N, in_dim), mask (B, N) ->
@@ -258,11 +267,13 @@ class NeighborEmbedding(nn.Module):
         (M = num_samples, or N when num_samples is 0; sampled centres are all real points).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, num_neighbors: int, num_samples: int = 0):
+    def __init__(self, in_dim: int, out_dim: int, num_neighbors: int, num_samples: int = 0,
+                 edge_mlp: bool = False):
         super().__init__()
         self.in_dim = in_dim
         self.num_neighbors = num_neighbors
         self.num_samples = num_samples
+        self.edge_mlp = edge_mlp
         self.neighbor = nn.Linear(in_dim + 3, out_dim, bias=False)  # [W_f | W_p]
         self.center = nn.Linear(in_dim, out_dim, bias=False)  # W_c (the norm adds the bias)
         self.norm = MaskedBatchNorm(out_dim)
@@ -283,6 +294,11 @@ class NeighborEmbedding(nn.Module):
         point_term = self.neighbor(torch.cat([feats, xyz], dim=-1))  # (B, N, out)
         w_pos = self.neighbor.weight[:, self.in_dim:]  # (out, 3)
         center_term = self.center(center_feats) - F.linear(center_xyz, w_pos)  # (B, M, out)
+        if self.edge_mlp:
+            x = index_points(point_term, neighbors) + center_term.unsqueeze(2)  # (B, M, k, out)
+            x = F.relu(self.norm(x, center_mask))
+            x = F.relu(self.out_norm(self.out(x), center_mask)).amax(dim=2)  # (B, M, out)
+            return center_xyz, x, center_mask
         x = neighbor_max(point_term, neighbors) + center_term  # (B, M, out)
         x = F.relu(self.norm(x, center_mask))
         x = F.relu(self.out_norm(self.out(x), center_mask))
@@ -334,6 +350,8 @@ class PointEncoder(nn.Module):
         stage_dims: output widths of the neighbour-embedding stages (empty: no stage).
         stage_samples: centres kept by farthest point sampling in each stage (0 = all points).
         num_neighbors: k of each stage's kNN grouping.
+        edge_mlp: run both layers of each stage on every (centre, neighbour) pair and max-pool
+            after them, as EdgeConv and set abstraction do (see ``NeighborEmbedding``).
         attention: attention type of the blocks ("ea", "mhea", "sa", "ssa", "oa", "none").
         num_blocks: number of attention blocks (their width is the last stage/embed width).
         memory_size: memory slots S of external attention.
@@ -357,6 +375,7 @@ class PointEncoder(nn.Module):
         stage_dims: Sequence[int] = (128, 256),
         stage_samples: Sequence[int] = (512, 256),
         num_neighbors: Sequence[int] = (20, 20),
+        edge_mlp: bool = False,
         attention: str = "ea",
         num_blocks: int = 4,
         memory_size: int = 64,
@@ -387,7 +406,7 @@ class PointEncoder(nn.Module):
         dim = self.embed.out_dim
         self.stages = nn.ModuleList()
         for out_dim, samples, k in zip(stage_dims, stage_samples, num_neighbors):
-            self.stages.append(NeighborEmbedding(dim, out_dim, k, samples))
+            self.stages.append(NeighborEmbedding(dim, out_dim, k, samples, edge_mlp))
             dim = out_dim
         self.blocks = nn.ModuleList(
             AttentionBlock(dim, attention, memory_size, num_heads, ffn_ratio, ea_norm)
