@@ -50,15 +50,16 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets)
 
 
-def recipe_model(spec: str) -> Tuple[str, Dict[str, Any]]:
-    """``"RECIPE [key=value ...]"`` -> (model preset, its keyword overrides) as the recipe trains it."""
+def recipe_model(spec: str) -> Tuple[str, str, Dict[str, Any]]:
+    """``"RECIPE [key=value ...]"`` -> (RECIPE, model preset, its keyword overrides) as the recipe
+    trains it."""
     from pointea.config import load_config
 
     words = shlex.split(spec)
     if not words:
         raise ValueError("--recipe needs a recipe name or YAML path")
     config = load_config(words[0], words[1:])
-    return config.model.preset, dict(config.model.overrides)
+    return words[0], config.model.preset, dict(config.model.overrides)
 
 
 def bench_preset(name: str, args, bf16: bool, device: torch.device,
@@ -160,10 +161,10 @@ def main(argv=None) -> int:
         models = []
         for number, spec in enumerate(args.recipe, 1):
             try:
-                preset, overrides = recipe_model(spec)
+                recipe, preset, overrides = recipe_model(spec)
             except (ValueError, FileNotFoundError) as error:
                 parser.error(f"--recipe {spec!r}: {error}")
-            models.append((f"#{number} {shlex.split(spec)[0]}", preset, overrides, spec))
+            models.append((f"#{number} {recipe}", preset, overrides, spec))
     else:
         models = [(name, name, {}, None) for name in args.presets]
     rows = []
@@ -176,9 +177,8 @@ def main(argv=None) -> int:
             print(f"{label} {dtype}: train {row['train_samples_per_s']} / infer {row['infer_samples_per_s']} "
                   f"samples/s", file=sys.stderr, flush=True)
     print(format_table(rows))
-    for label, _, _, spec in models:
-        if spec is not None:
-            print(f"{label.split()[0]}: {spec}")
+    for number, spec in enumerate(args.recipe, 1):
+        print(f"#{number}: {spec}")
     if args.out:
         report = {
             "machine": {"platform": platform.platform(), "processor": platform.processor(),

@@ -296,12 +296,12 @@ class NeighborEmbedding(nn.Module):
         center_term = self.center(center_feats) - F.linear(center_xyz, w_pos)  # (B, M, out)
         if self.edge_mlp:
             x = index_points(point_term, neighbors) + center_term.unsqueeze(2)  # (B, M, k, out)
-            x = F.relu(self.norm(x, center_mask))
-            x = F.relu(self.out_norm(self.out(x), center_mask)).amax(dim=2)  # (B, M, out)
-            return center_xyz, x, center_mask
-        x = neighbor_max(point_term, neighbors) + center_term  # (B, M, out)
+        else:
+            x = neighbor_max(point_term, neighbors) + center_term  # (B, M, out)
         x = F.relu(self.norm(x, center_mask))
         x = F.relu(self.out_norm(self.out(x), center_mask))
+        if self.edge_mlp:
+            x = x.amax(dim=2)  # (B, M, out)
         return center_xyz, x, center_mask
 
 
