@@ -32,6 +32,8 @@ from typing import Any, Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 
+from pointea.atomic import atomic_write_text
+
 
 def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -188,8 +190,7 @@ def main(argv=None) -> int:
                          "warmup": args.warmup, "compile": args.compile, "malloc_tuned": tuned},
             "results": rows,
         }
-        with open(args.out, "w") as handle:
-            json.dump(report, handle, indent=2)
+        atomic_write_text(args.out, json.dumps(report, indent=2))
     return 0
 
 
