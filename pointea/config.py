@@ -37,6 +37,7 @@ CLOSE_MATCH_MARGIN = 0.05
 
 OPTIMIZERS = ("adamw", "sgd")
 AMP_MODES = ("auto", "none", "bf16")
+SAMPLINGS = ("uniform", "dedup")
 # train.augmentation names -> pointea.data.transforms classes
 AUGMENTATIONS = {
     "normalize": "NormalizeUnitSphere",
@@ -115,6 +116,12 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms; bit-exact resume
     num_workers: int = 0  # DataLoader workers for datasets not held in memory
     augmentation: List[Dict[str, Any]] = field(default_factory=list)  # [{name: ..., **kwargs}]
+    # Which training shapes an epoch visits. "uniform": each once, in a fresh random order.
+    # "dedup": as many draws with replacement, each shape weighted by 1 / the number of shapes of
+    # the split it is near-identical to (pointea.data.dedup.duplicate_counts), scaled so that each
+    # class keeps its share of the draws: a CAD model duplicated many times over is not trained on
+    # many times over.
+    sampling: str = "uniform"  # uniform | dedup
     eval_every: int = 1  # validate every k epochs (and always after the last)
     select_metric: Optional[str] = None  # val metric for best.pt; default by task
     device: str = "auto"  # auto | cpu | cuda | cuda:K
@@ -259,6 +266,7 @@ def validate_config(config: Config, source: str = "config") -> None:
     _check_model_section(config.model, source)
     _check_choice(train.optimizer, OPTIMIZERS, f"{source}: train.optimizer")
     _check_choice(train.amp, AMP_MODES, f"{source}: train.amp")
+    _check_choice(train.sampling, SAMPLINGS, f"{source}: train.sampling")
     if not 0.0 < data.val_fraction < 1.0:
         raise ValueError(f"{source}: data.val_fraction must be in (0, 1), got {data.val_fraction}")
     for key in ("num_points", "resample_from", "num_samples"):

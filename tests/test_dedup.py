@@ -10,6 +10,7 @@ from pointea.data.catalog import DATASETS
 from pointea.data.dedup import (
     GROUP_POINTS,
     cached_duplicate_groups,
+    duplicate_counts,
     duplicate_groups,
     grouped_holdout,
     occupancy_grids,
@@ -55,6 +56,39 @@ def test_twins_share_a_group_and_distinct_shapes_do_not():
     assert duplicate_groups(points, threshold=1.0).tolist() == list(range(9))
     with pytest.raises(ValueError, match="threshold"):
         duplicate_groups(points, threshold=0)
+
+
+def chain_shape(pairs: list, seed: int) -> np.ndarray:
+    """Four fixed corner clusters and three centre-symmetric pairs of clusters chosen by index
+    (the centroid and radius stay put), each cluster one voxel wide: two shapes sharing two of
+    their three pairs score IoU 6/9 = 0.67, sharing one pair 4/12 = 0.43 (threshold 0.5)."""
+    corners = np.array([[1, 1, 1], [-1, -1, -1], [1, -1, 1], [-1, 1, -1]])
+    offsets = np.random.default_rng(0).uniform(-0.8, 0.8, (5, 3))[pairs]
+    centres = np.concatenate([corners, offsets, -offsets])
+    noise = np.random.default_rng(seed).normal(0, 0.001, (POINTS, 3))
+    return (centres[np.arange(POINTS) % len(centres)] + noise).astype(np.float32)
+
+
+def test_duplicate_counts_are_direct_twins_where_groups_chain():
+    # a ~ b ~ c but a !~ c (one shared pair of three); d resamples a
+    points = np.stack([chain_shape([0, 1, 2], 0), chain_shape([0, 1, 3], 1), chain_shape([0, 3, 4], 2),
+                       chain_shape([0, 1, 2], 3)])
+    assert duplicate_groups(points).tolist() == [0, 0, 0, 0]  # the chain joins all four
+    counts = duplicate_counts(points)
+    assert counts.tolist() == [3, 4, 2, 3]  # itself included
+    grids = occupancy_grids(points).astype(np.float64)  # reference: the dense IoU matrix
+    inter = grids @ grids.T
+    iou = inter / (grids.sum(1)[:, None] + grids.sum(1)[None, :] - inter)
+    assert np.array_equal(counts, (iou >= dedup.DUPLICATE_IOU).sum(1))
+    original = dedup._BLOCK
+    try:
+        dedup._BLOCK = 3  # pairs across and inside blocks are each counted once
+        assert duplicate_counts(points).tolist() == counts.tolist()
+    finally:
+        dedup._BLOCK = original
+    assert duplicate_counts(points, threshold=1.0).tolist() == [2, 1, 1, 2]  # a and d: same voxels
+    with pytest.raises(ValueError, match="threshold"):
+        duplicate_counts(points, threshold=1.5)
 
 
 def _labelled_groups():

@@ -23,6 +23,7 @@ from pointea.engine.train import (
     build_augmentation,
     build_data,
     resume_training,
+    sampling_weights,
     train,
     training_augmentation,
 )
@@ -290,6 +291,57 @@ def test_resample_from_trains_on_a_fresh_subset_each_draw(tmp_path):
     assert meta["num_points"] == 64  # what evaluation and prediction feed the model
     with pytest.raises(ValueError, match="data.resample_from must be larger than data.num_points"):
         tiny_config("data.resample_from=64")
+
+
+def test_dedup_sampling_weighs_each_shape_by_one_over_its_twins(tmp_path):
+    from pointea.data.dedup import duplicate_counts
+
+    config = tiny_config("train.sampling=dedup", samples=6)
+    data = build_data(config, "classification", torch.device("cpu"))
+    assert sampling_weights(tiny_config(), data) is None  # uniform: every shape once per epoch
+    tensors = data.train_tensors
+    count = len(tensors["label"])
+    for key in tensors:  # three shapes twice over: their weight halves at least
+        tensors[key] = torch.cat([tensors[key], tensors[key][:3]])
+    weights = sampling_weights(config, data)
+    counts = torch.from_numpy(duplicate_counts(tensors["points"].numpy()))
+    assert (counts[:3] >= 2).all() and torch.equal(weights[:3], weights[count:])
+    for label in tensors["label"].unique():
+        members = tensors["label"] == label
+        # 1 / twins within a class, scaled so that the class keeps its share of the draws
+        torch.testing.assert_close(weights[members].sum(), members.sum().double())
+        scaled = weights[members] * counts[members]
+        torch.testing.assert_close(scaled, scaled[:1].expand_as(scaled))
+
+    result = train(config, tmp_path / "run")  # and a whole run trains with it
+    assert result["last"]["num_samples"] == len(data.val_set)
+
+
+def test_weighted_batches_draw_in_proportion_with_replacement():
+    from pointea.engine.distributed import DistributedContext
+
+    tensors = {"points": torch.zeros(4, 2, 3), "label": torch.arange(4)}
+    weights = torch.tensor([0.0, 1.0, 1.0, 2.0], dtype=torch.float64)
+
+    def epoch_labels(seed: int) -> torch.Tensor:
+        batches = train_module._tensor_batches(tensors, 2, torch.Generator().manual_seed(seed),
+                                               DistributedContext(), None, weights)
+        return torch.cat([batch["label"] for batch in batches])
+
+    draws = torch.cat([epoch_labels(seed) for seed in range(500)])
+    assert len(draws) == 500 * 4  # an epoch keeps the split's length
+    share = torch.bincount(draws, minlength=4) / len(draws)
+    torch.testing.assert_close(share, torch.tensor([0.0, 0.25, 0.25, 0.5]), atol=0.03, rtol=0)
+    assert torch.equal(epoch_labels(7), epoch_labels(7))  # seeded like the uniform order
+
+
+def test_dedup_sampling_needs_an_in_memory_dataset_and_a_known_name(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="train.sampling"):
+        tiny_config("train.sampling=dedupe")
+    monkeypatch.setattr(train_module, "_as_tensors", lambda *args: None)
+    with pytest.raises(ValueError, match="train.sampling=dedup .*held in memory"):
+        train(tiny_config("train.sampling=dedup"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_run_folder_misuse_errors(tmp_path):

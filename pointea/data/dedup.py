@@ -17,7 +17,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -59,6 +59,24 @@ def occupancy_grids(points: np.ndarray, resolution: int = GRID_RESOLUTION) -> np
     return grids
 
 
+def _near_identical_pairs(grids: np.ndarray, threshold: float) -> Iterator[Tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i <= j`` (each shape pairs with itself), whose occupancy IoU is at
+    least ``threshold``; one matrix product per block pair of the upper triangle."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    counts = torch.from_numpy(grids.sum(axis=1).astype(np.float32))  # (M,)
+    for start in range(0, len(grids), _BLOCK):
+        rows = torch.from_numpy(grids[start:start + _BLOCK].astype(np.float32))  # (b, V)
+        for other in range(start, len(grids), _BLOCK):  # upper block triangle: IoU is symmetric
+            cols = torch.from_numpy(grids[other:other + _BLOCK].astype(np.float32))  # (b', V)
+            inter = rows @ cols.T  # (b, b')
+            union = counts[start:start + len(rows), None] + counts[None, other:other + len(cols)] - inter
+            close = inter >= threshold * union  # IoU >= threshold without dividing by an empty union
+            for i, j in torch.nonzero(close).tolist():
+                if start + i <= other + j:
+                    yield start + i, other + j
+
+
 def duplicate_groups(
     points: np.ndarray, threshold: float = DUPLICATE_IOU, resolution: int = GRID_RESOLUTION
 ) -> np.ndarray:
@@ -73,10 +91,7 @@ def duplicate_groups(
         int64 ``(M,)``; groups are numbered 0, 1, ... in the order of their first shape, so the
         result depends only on the clouds and their order.
     """
-    if not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
     grids = occupancy_grids(points, resolution)
-    counts = torch.from_numpy(grids.sum(axis=1).astype(np.float32))  # (M,)
     parent = np.arange(len(grids))
 
     def find(i: int) -> int:
@@ -85,20 +100,31 @@ def duplicate_groups(
             i = parent[i]
         return i
 
-    for start in range(0, len(grids), _BLOCK):
-        rows = torch.from_numpy(grids[start:start + _BLOCK].astype(np.float32))  # (b, V)
-        for other in range(start, len(grids), _BLOCK):  # upper block triangle: IoU is symmetric
-            cols = torch.from_numpy(grids[other:other + _BLOCK].astype(np.float32))  # (b', V)
-            inter = rows @ cols.T  # (b, b')
-            union = counts[start:start + len(rows), None] + counts[None, other:other + len(cols)] - inter
-            close = inter >= threshold * union  # IoU >= threshold without dividing by an empty union
-            for i, j in torch.nonzero(close).tolist():
-                a, b = find(start + i), find(other + j)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+    for i, j in _near_identical_pairs(grids, threshold):
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
     roots = np.array([find(i) for i in range(len(grids))], dtype=np.int64)
     _, groups = np.unique(roots, return_inverse=True)  # roots are each group's first shape: order kept
     return groups.astype(np.int64)
+
+
+def duplicate_counts(
+    points: np.ndarray, threshold: float = DUPLICATE_IOU, resolution: int = GRID_RESOLUTION
+) -> np.ndarray:
+    """How many shapes, itself included, each shape is near-identical to (occupancy IoU >=
+    ``threshold``): its direct neighbours, unlike :func:`duplicate_groups`, whose chains of
+    pairwise matches can join hundreds of shapes of one class into a group.
+
+    Shapes:
+        points ``(M, N, C)`` (xyz first) -> int64 ``(M,)``, every entry >= 1.
+    """
+    counts = np.zeros(len(points), dtype=np.int64)
+    for i, j in _near_identical_pairs(occupancy_grids(points, resolution), threshold):
+        counts[i] += 1
+        if i != j:
+            counts[j] += 1
+    return counts
 
 
 def groups_cache_file(xyz: np.ndarray, namespace: str, label: str, root: PathLike,

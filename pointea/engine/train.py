@@ -225,15 +225,21 @@ def training_augmentation(config: Config, generator: Optional[torch.Generator],
 
 def _tensor_batches(
     tensors: Dict[str, Tensor], batch_size: int, generator: torch.Generator, context: DistributedContext,
-    augment: Optional[Callable],
+    augment: Optional[Callable], weights: Optional[Tensor] = None,
 ) -> Iterator[Dict[str, Tensor]]:
     """Shuffled global batches (drop last) from device tensors; this rank's slice of each.
+
+    Without ``weights`` each sample comes once; with them (``(M,)`` CPU floats) the epoch draws
+    ``M`` samples with replacement in proportion to the weights.
 
     The permutation and the augmentation are drawn for the whole global batch from a generator
     that every rank seeds alike, so K processes see exactly the batches one process would.
     """
     count = tensors["points"].shape[0]
-    order = torch.randperm(count, generator=generator)
+    if weights is None:
+        order = torch.randperm(count, generator=generator)
+    else:
+        order = torch.multinomial(weights, count, replacement=True, generator=generator)
     device = tensors["points"].device
     for start in range(0, count - batch_size + 1, batch_size):
         index = order[start : start + batch_size].to(device)
@@ -242,6 +248,33 @@ def _tensor_batches(
             batch = augment(batch)
         local = dist_utils.shard_indices(torch.arange(batch_size, device=device), context)
         yield {key: value[local] for key, value in batch.items()}
+
+
+def sampling_weights(config: Config, data: TrainData) -> Optional[Tensor]:
+    """The per-sample draw weights of ``train.sampling`` (CPU float64 ``(M,)``); None for uniform.
+
+    Raises:
+        ValueError: ``dedup`` on a dataset that is not held in memory as one tensor.
+    """
+    if config.train.sampling == "uniform":
+        return None
+    from pointea.data.dedup import duplicate_counts
+
+    if data.train_tensors is None:
+        raise ValueError(f"train.sampling={config.train.sampling} compares whole clouds and needs a "
+                         f"dataset held in memory; {data.meta['name']} is read item by item")
+    points = data.train_tensors["points"][..., :3].float().cpu().numpy()
+    counts = duplicate_counts(points)
+    weights = torch.from_numpy(1.0 / counts)
+    labels = data.train_tensors["label" if "label" in data.train_tensors else "category"].cpu()
+    # rescale within each class so every class keeps its share of the draws
+    class_size = torch.bincount(labels).double()
+    class_weight = torch.zeros_like(class_size).index_add_(0, labels, weights)
+    weights = weights * (class_size / class_weight.clamp_min(1e-12))[labels]
+    logger.info("train.sampling=dedup: %d of %d training shapes have near-identical twins (up to %d); "
+                "they count as about %.0f distinct shapes", int((counts > 1).sum()), len(counts),
+                int(counts.max()) - 1, float((1.0 / counts).sum()))
+    return weights
 
 
 def _loader_batches(loader, device: torch.device, augment: Optional[Callable]) -> Iterator[Dict[str, Tensor]]:
@@ -545,6 +578,7 @@ def _run(config: Config, run_dir: Path, resume: bool, task: Task, select: str,
     data = build_data(config, task, device)
     model = build_training_model(config, data).to(device)
     per_rank = tc.batch_size // context.world_size
+    weights = sampling_weights(config, data)
     loader = loader_generator = None
     if data.train_tensors is None:
         loader, loader_generator = _make_train_loader(data, config, context)
@@ -603,7 +637,8 @@ def _run(config: Config, run_dir: Path, resume: bool, task: Task, select: str,
             torch.manual_seed(derive_seed(tc.seed, epoch, 1 + context.rank))  # dropout
             if loader is None:
                 shuffle = torch.Generator().manual_seed(shared_seed)
-                batches = _tensor_batches(data.train_tensors, tc.batch_size, shuffle, context, augment)
+                batches = _tensor_batches(data.train_tensors, tc.batch_size, shuffle, context, augment,
+                                          weights)
             else:
                 loader_generator.manual_seed(derive_seed(tc.seed, epoch, 1 + context.rank))
                 if context.distributed:
