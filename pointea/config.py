@@ -37,7 +37,7 @@ CLOSE_MATCH_MARGIN = 0.05
 
 OPTIMIZERS = ("adamw", "sgd")
 AMP_MODES = ("auto", "none", "bf16")
-SAMPLINGS = ("uniform", "dedup")
+SAMPLINGS = ("uniform", "dedup", "class_balanced")
 # train.augmentation names -> pointea.data.transforms classes
 AUGMENTATIONS = {
     "normalize": "NormalizeUnitSphere",
@@ -117,11 +117,12 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers for datasets not held in memory
     augmentation: List[Dict[str, Any]] = field(default_factory=list)  # [{name: ..., **kwargs}]
     # Which training shapes an epoch visits. "uniform": each once, in a fresh random order.
-    # "dedup": as many draws with replacement, each shape weighted by 1 / the number of shapes of
-    # the split it is near-identical to (pointea.data.dedup.duplicate_counts), scaled so that each
-    # class keeps its share of the draws: a CAD model duplicated many times over is not trained on
-    # many times over.
-    sampling: str = "uniform"  # uniform | dedup
+    # The others draw as many shapes with replacement, each with a weight. "dedup": 1 / the number
+    # of shapes of the split it is near-identical to (pointea.data.dedup.duplicate_counts), scaled
+    # so that each class keeps its share of the draws: a CAD model duplicated many times over is
+    # not trained on many times over. "class_balanced": 1 / the size of its class, so every class
+    # is drawn equally often.
+    sampling: str = "uniform"  # uniform | dedup | class_balanced
     eval_every: int = 1  # validate every k epochs (and always after the last)
     select_metric: Optional[str] = None  # val metric for best.pt; default by task
     device: str = "auto"  # auto | cpu | cuda | cuda:K

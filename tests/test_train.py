@@ -317,6 +317,21 @@ def test_dedup_sampling_weighs_each_shape_by_one_over_its_twins(tmp_path):
     assert result["last"]["num_samples"] == len(data.val_set)
 
 
+def test_class_balanced_sampling_gives_every_class_an_equal_share():
+    config = tiny_config("train.sampling=class_balanced", samples=6)
+    data = build_data(config, "classification", torch.device("cpu"))
+    tensors = data.train_tensors
+    keep = torch.ones(len(tensors["label"]), dtype=torch.bool)
+    keep[torch.nonzero(tensors["label"] == 0)[1:, 0]] = False  # class 0 keeps one shape
+    for key in tensors:
+        tensors[key] = tensors[key][keep]
+    weights = sampling_weights(config, data)
+    labels = tensors["label"]
+    share = torch.zeros(int(labels.max()) + 1, dtype=torch.float64).index_add_(0, labels, weights)
+    torch.testing.assert_close(share, torch.ones_like(share))
+    assert weights[labels == 0].item() == 1.0 and (weights[labels != 0] < 1.0).all()
+
+
 def test_weighted_batches_draw_in_proportion_with_replacement():
     from pointea.engine.distributed import DistributedContext
 

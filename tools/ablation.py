@@ -15,6 +15,13 @@ from its ``last.pt``.
         --attention ea sa none mhea --out-dir runs/ablation --out ablation.json train.epochs=12
 
 Run the types one after another on an otherwise idle machine: samples/s come from the runs.
+
+``--seeds 0 1 2`` trains every type once per seed (run folders ``<type>-seed<S>``) and adds a
+second table: per type, the mean ± standard deviation over the seeds of the best, last and
+last-10 validation figures. With one type it measures a recipe's spread over seeds:
+
+    python tools/ablation.py --config modelnet40-cls-cpu --data-root ../shared/data \
+        --attention ea --seeds 0 1 2 --out-dir runs/seeds --out seeds.json data.val_split=grouped
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ def ablation_row(attention: str, config, run_dir: Path, metrics: Dict) -> Dict:
     best = metrics["best"]
     return {
         "attention": attention,
+        "seed": config.train.seed,
         "overall_accuracy": best["overall_accuracy"],
         "mean_class_accuracy": best.get("mean_class_accuracy"),
         "instance_miou": best.get("instance_miou"),
@@ -91,19 +99,51 @@ def ablation_row(attention: str, config, run_dir: Path, metrics: Dict) -> Dict:
 
 def format_table(rows: List[Dict], num_points: int) -> str:
     lines = [
-        f"| attention | val OA % | val mAcc % | best epoch | last / last-10 OA % | params | GFLOPs @{num_points} | GFLOPs @1024 "
-        "| train samples/s | s / epoch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| attention | seed | val OA % | val mAcc % | best epoch | last / last-10 OA % | params | GFLOPs @{num_points} "
+        "| GFLOPs @1024 | train samples/s | s / epoch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         rate = "–" if r["train_samples_per_s"] is None else f"{r['train_samples_per_s']:.1f}"
         epoch = "–" if r["epoch_seconds"] is None else f"{r['epoch_seconds']:.1f}"
         lines.append(
-            f"| {r['attention']} | {r['overall_accuracy']:.2f} | {r['mean_class_accuracy']:.2f} "
+            f"| {r['attention']} | {r['seed']} | {r['overall_accuracy']:.2f} | {r['mean_class_accuracy']:.2f} "
             f"| {r['best_epoch']} of {r['epochs']} | {r['last_overall_accuracy']:.2f} / "
             f"{r['last10_overall_accuracy']:.2f} | {r['params'] / 1e6:.2f} M | {r['gflops_recipe_points']:.3f} "
             f"| {r['gflops_1024_points']:.3f} | {rate} | {epoch} |"
         )
+    return "\n".join(lines)
+
+
+SPREAD_KEYS = ("overall_accuracy", "mean_class_accuracy", "last_overall_accuracy", "last10_overall_accuracy")
+
+
+def seed_spread(rows: List[Dict]) -> List[Dict]:
+    """Per attention type, in first-seen order: the seeds and, for each of :data:`SPREAD_KEYS`,
+    the mean and sample standard deviation over the seeds (std None for a single seed)."""
+    spread = []
+    for attention in dict.fromkeys(row["attention"] for row in rows):
+        runs = [row for row in rows if row["attention"] == attention]
+        entry: Dict = {"attention": attention, "seeds": [row["seed"] for row in runs]}
+        for key in SPREAD_KEYS:
+            values = [row[key] for row in runs if row[key] is not None]
+            entry[key] = {"mean": statistics.mean(values) if values else None,
+                          "std": statistics.stdev(values) if len(values) > 1 else None}
+        spread.append(entry)
+    return spread
+
+
+def format_spread(spread: List[Dict]) -> str:
+    def cell(value: Dict) -> str:
+        if value["mean"] is None:
+            return "–"
+        return f"{value['mean']:.2f}" + ("" if value["std"] is None else f" ± {value['std']:.2f}")
+
+    lines = ["| attention | seeds | best OA % | best mAcc % | last OA % | last-10 OA % |",
+             "|---|---|---:|---:|---:|---:|"]
+    for entry in spread:
+        seeds = ", ".join(map(str, entry["seeds"]))
+        lines.append(f"| {entry['attention']} | {seeds} | " + " | ".join(cell(entry[key]) for key in SPREAD_KEYS) + " |")
     return "\n".join(lines)
 
 
@@ -112,7 +152,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--config", required=True, help="recipe file or shipped recipe name")
     parser.add_argument("--data-root", help="dataset folder (same as data.root=DIR)")
     parser.add_argument("--attention", nargs="+", default=["ea", "sa", "none", "mhea"], choices=ATTENTION_TYPES)
-    parser.add_argument("--out-dir", type=Path, required=True, help="one run folder per attention type")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="S",
+                        help="train each type once per seed and report mean ± std (default: the recipe's seed)")
+    parser.add_argument("--out-dir", type=Path, required=True, help="one run folder per attention type (and seed)")
     parser.add_argument("--out", type=Path, help="write the table as JSON here")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides for every run")
     args = parser.parse_args(argv)
@@ -120,18 +162,29 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if any(item.startswith("model.overrides.attention=") for item in args.overrides):
         parser.error("the ablation sets model.overrides.attention itself; choose types with --attention")
+    if args.seeds and any(item.startswith("train.seed=") for item in args.overrides):
+        parser.error("--seeds sets train.seed itself; drop the train.seed override")
+    if args.seeds:
+        args.seeds = list(dict.fromkeys(args.seeds))  # a repeated seed would be one run counted twice
     overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
     base = load_config(args.config, overrides)
     rows = []
     for attention in args.attention:
-        config = apply_overrides(base, [f"model.overrides.attention={attention}"])
-        run_dir = args.out_dir / attention
-        metrics = run_one(config, run_dir)
-        rows.append(ablation_row(attention, config, run_dir, metrics))
-    table = format_table(rows, base.data.num_points)
-    print(table)
+        for seed in args.seeds or [base.train.seed]:
+            config = apply_overrides(base, [f"model.overrides.attention={attention}", f"train.seed={seed}"])
+            run_dir = args.out_dir / (f"{attention}-seed{seed}" if args.seeds else attention)
+            metrics = run_one(config, run_dir)
+            rows.append(ablation_row(attention, config, run_dir, metrics))
+    print(format_table(rows, base.data.num_points))
+    payload = {"config": args.config, "overrides": overrides, "rows": rows}
+    if not args.seeds:
+        payload["seed"] = base.train.seed
+    else:
+        payload["seeds"] = args.seeds
+        payload["spread"] = seed_spread(rows)
+        print()
+        print(format_spread(payload["spread"]))
     if args.out:
-        payload = {"config": args.config, "overrides": overrides, "seed": base.train.seed, "rows": rows}
         atomic_write_text(args.out, json.dumps(payload, indent=2))
     return 0
 

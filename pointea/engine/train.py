@@ -254,27 +254,28 @@ def sampling_weights(config: Config, data: TrainData) -> Optional[Tensor]:
     """The per-sample draw weights of ``train.sampling`` (CPU float64 ``(M,)``); None for uniform.
 
     Raises:
-        ValueError: ``dedup`` on a dataset that is not held in memory as one tensor.
+        ValueError: a weighted sampling on a dataset that is not held in memory as tensors.
     """
-    if config.train.sampling == "uniform":
+    sampling = config.train.sampling
+    if sampling == "uniform":
         return None
+    if data.train_tensors is None:
+        raise ValueError(f"train.sampling={sampling} needs a dataset held in memory; "
+                         f"{data.meta['name']} is read item by item")
+    labels = data.train_tensors["label" if "label" in data.train_tensors else "category"].cpu()
+    class_size = torch.bincount(labels).double()
+    if sampling == "class_balanced":
+        return (1.0 / class_size)[labels]
     from pointea.data.dedup import duplicate_counts
 
-    if data.train_tensors is None:
-        raise ValueError(f"train.sampling={config.train.sampling} compares whole clouds and needs a "
-                         f"dataset held in memory; {data.meta['name']} is read item by item")
-    points = data.train_tensors["points"][..., :3].float().cpu().numpy()
-    counts = duplicate_counts(points)
+    counts = duplicate_counts(data.train_tensors["points"][..., :3].float().cpu().numpy())
     weights = torch.from_numpy(1.0 / counts)
-    labels = data.train_tensors["label" if "label" in data.train_tensors else "category"].cpu()
-    # rescale within each class so every class keeps its share of the draws
-    class_size = torch.bincount(labels).double()
-    class_weight = torch.zeros_like(class_size).index_add_(0, labels, weights)
-    weights = weights * (class_size / class_weight.clamp_min(1e-12))[labels]
     logger.info("train.sampling=dedup: %d of %d training shapes have near-identical twins (up to %d); "
                 "they count as about %.0f distinct shapes", int((counts > 1).sum()), len(counts),
-                int(counts.max()) - 1, float((1.0 / counts).sum()))
-    return weights
+                int(counts.max()) - 1, float(weights.sum()))
+    # rescale within each class so that every class keeps its share of the draws
+    class_weight = torch.zeros_like(class_size).index_add_(0, labels, weights)
+    return weights * (class_size / class_weight.clamp_min(1e-12))[labels]
 
 
 def _loader_batches(loader, device: torch.device, augment: Optional[Callable]) -> Iterator[Dict[str, Tensor]]:
