@@ -139,23 +139,30 @@ def run_cli(argv):
     return export_command.run(parser.parse_args(["export", *argv]))
 
 
+def hide_onnx(monkeypatch) -> None:
+    """As if the export extra were not installed, whether or not it is here."""
+    for package in export_module.ONNX_PACKAGES:
+        monkeypatch.setitem(sys.modules, package, None)
+
+
 def test_without_onnx_the_default_writes_torchscript_and_metadata_and_says_why(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the export extra were not installed
+    hide_onnx(monkeypatch)
     path = small_classifier(tmp_path / "small.pt")
     assert run_cli(["--checkpoint", str(path), "--out-dir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert 'onnx: skipped: ONNX export needs onnx (not installed): pip install "pointea[export]"' in out
+    assert 'onnx: skipped: ONNX export needs onnx and onnxruntime (not installed): pip install "pointea[export]"' in out
     assert "torchscript:" in out and "ok" in out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small.json", "small.torchscript.pt"]
     assert json.loads((tmp_path / "out" / "small.json").read_text())["source_checkpoint"] == "small.pt"
 
 
 def test_without_onnx_asking_for_onnx_is_an_error_that_writes_nothing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "onnx", None)
+    hide_onnx(monkeypatch)
     path = small_classifier(tmp_path / "small.pt")
     assert run_cli(["--checkpoint", str(path), "--out-dir", str(tmp_path / "out"), "--format", "onnx"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith('pointea export: error: ONNX export needs onnx (not installed): pip install "pointea[export]"')
+    assert err.startswith('pointea export: error: ONNX export needs onnx and onnxruntime (not installed): '
+                      'pip install "pointea[export]"')
     assert "--format torchscript" in err
     assert not (tmp_path / "out").exists()
     with pytest.raises(ImportError, match=r"pointea\[export\]"):
