@@ -301,7 +301,7 @@ def test_dedup_sampling_weighs_each_shape_by_one_over_its_twins(tmp_path):
     assert sampling_weights(tiny_config(), data) is None  # uniform: every shape once per epoch
     tensors = data.train_tensors
     count = len(tensors["label"])
-    for key in tensors:  # three shapes twice over: their weight halves at least
+    for key in tensors:  # three shapes twice over: each gains a twin
         tensors[key] = torch.cat([tensors[key], tensors[key][:3]])
     weights = sampling_weights(config, data)
     counts = torch.from_numpy(duplicate_counts(tensors["points"].numpy()))
