@@ -262,7 +262,7 @@ def sampling_weights(config: Config, data: TrainData) -> Optional[Tensor]:
     if data.train_tensors is None:
         raise ValueError(f"train.sampling={sampling} needs a dataset held in memory; "
                          f"{data.meta['name']} is read item by item")
-    labels = data.train_tensors["label" if "label" in data.train_tensors else "category"].cpu()
+    labels = data.train_tensors["category" if data.task.uses_category else "label"].cpu()
     class_size = torch.bincount(labels).double()
     if sampling == "class_balanced":
         return (1.0 / class_size)[labels]
