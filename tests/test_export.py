@@ -162,7 +162,7 @@ def test_without_onnx_asking_for_onnx_is_an_error_that_writes_nothing(tmp_path, 
     assert run_cli(["--checkpoint", str(path), "--out-dir", str(tmp_path / "out"), "--format", "onnx"]) == 2
     err = capsys.readouterr().err
     assert err.startswith('pointea export: error: ONNX export needs onnx and onnxruntime (not installed): '
-                      'pip install "pointea[export]"')
+                          'pip install "pointea[export]"')
     assert "--format torchscript" in err
     assert not (tmp_path / "out").exists()
     with pytest.raises(ImportError, match=r"pointea\[export\]"):
