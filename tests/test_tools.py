@@ -173,7 +173,7 @@ def test_robustness_benchmark_times_every_setting_and_writes_json(tmp_path, caps
                "classes": list(CATEGORIES)}
     checkpoint = save_checkpoint(tmp_path / "tiny.pt", {
         "model_config": model_config_to_dict(model.config), "model": model.state_dict(), "dataset": dataset,
-        "config": {"data": {"name": "synthetic", "num_samples": 4}}})
+        "config": {"data": {"name": "synthetic", "num_samples": num_samples}}})
     bench = load_tool("bench_robustness")
     out = tmp_path / "bench_robustness.json"
     assert bench.main(["--checkpoint", str(checkpoint), "--device", "cpu", "--threads", "1", "--out", str(out)]) == 0
@@ -187,7 +187,7 @@ def test_robustness_benchmark_times_every_setting_and_writes_json(tmp_path, caps
     assert "| total " in capsys.readouterr().out
 
 
-def _tiny_classifier(path: Path, seed: int) -> Path:
+def _tiny_classifier(path: Path, seed: int, num_samples: int = 4) -> Path:
     import torch
 
     from pointea.data.synthetic import CATEGORIES
@@ -200,7 +200,46 @@ def _tiny_classifier(path: Path, seed: int) -> Path:
                "classes": list(CATEGORIES)}
     return save_checkpoint(path, {
         "model_config": model_config_to_dict(model.config), "model": model.state_dict(), "dataset": dataset,
-        "config": {"data": {"name": "synthetic", "num_samples": 4}}})
+        "config": {"data": {"name": "synthetic", "num_samples": num_samples}}})
+
+
+def test_error_overlap_counts_the_ensemble_the_oracle_and_the_shapes_all_models_miss():
+    error_overlap = load_tool("error_overlap")
+    labels = np.array([0, 1, 2, 0])
+    first = np.array([[0.6, 0.4, 0.0], [0.6, 0.4, 0.0], [0.0, 0.1, 0.9], [0.1, 0.8, 0.1]])
+    second = np.array([[0.2, 0.8, 0.0], [0.0, 0.9, 0.1], [0.0, 0.4, 0.6], [0.2, 0.7, 0.1]])
+    result = error_overlap.overlap([first, second], labels, ["a", "b", "c"])
+    # first: right on shapes 0 and 2; second: on 1 and 2; mean: [0.4 0.6 0], [0.3 0.65 0.05], c, b
+    assert [m["errors"] for m in result["models"]] == [2, 2]
+    assert result["models"][0]["overall_accuracy"] == 50.0
+    assert result["ensemble"]["errors"] == 2 and result["ensemble"]["overall_accuracy"] == 50.0
+    assert result["ensemble"]["mean_class_accuracy"] == pytest.approx(100 * (0 + 1 + 1) / 3)
+    assert result["oracle_accuracy"] == 75.0
+    assert result["all_wrong"] == [3]
+    assert result["all_wrong_confusions"] == [{"true": "a", "predicted": "b", "count": 1}]
+
+
+def test_error_overlap_reproduces_eval_per_checkpoint_and_refuses_other_shapes(tmp_path, capsys):
+    from pointea.engine.evaluate import evaluate
+
+    error_overlap = load_tool("error_overlap")
+    first, second = _tiny_classifier(tmp_path / "a.pt", 0), _tiny_classifier(tmp_path / "b.pt", 1)
+    out = tmp_path / "overlap.json"
+    assert error_overlap.main(["--checkpoints", str(first), str(second), str(first), "--split", "test",
+                               "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for model, checkpoint in zip(result["models"], (first, second, first)):
+        expected = evaluate(checkpoint, split="test")
+        assert model["overall_accuracy"] == pytest.approx(expected["overall_accuracy"])
+        assert model["mean_class_accuracy"] == pytest.approx(expected["mean_class_accuracy"])
+        assert model["checkpoint"] == str(checkpoint)
+    assert result["shapes"] == expected["num_samples"]
+    assert result["oracle_accuracy"] >= max(m["overall_accuracy"] for m in result["models"])
+    assert "ensemble of 3" in capsys.readouterr().out
+
+    other = _tiny_classifier(tmp_path / "c.pt", 2, num_samples=8)  # 2 test shapes per class, not 1
+    with pytest.raises(ValueError, match=r"c\.pt and .*a\.pt see different test shapes"):
+        error_overlap.main(["--checkpoints", str(first), str(other), "--split", "test"])
 
 
 def test_robustness_comparison_matches_paired_baseline_runs(tmp_path, capsys):
