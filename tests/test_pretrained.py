@@ -126,7 +126,9 @@ def test_models_lists_the_shipped_weights_with_their_own_size(capsys):
     assert f"{count_parameters(model) / 1e6:.3f}" in row
     assert f"{SHIPPED.stat().st_size / 2**20:.2f}" in row
     assert f"{meta['num_points']} pts" in row and meta["name"] in row
-    assert f"{record['split']} OA {record['metrics']['overall_accuracy']:.2f}" in row
+    grouped = record["split"] == "val" and record["config"]["data"].get("val_split") == "grouped"
+    split = "val (grouped)" if grouped else record["split"]
+    assert f"{split} OA {record['metrics']['overall_accuracy']:.2f}" in row
     assert f"command: {record['command']}" in out
     assert "GFLOPs" not in out  # a weights name shows the weights alone, without building the presets
 

@@ -161,19 +161,7 @@ def test_predict_benchmark_writes_table_and_json(tmp_path, capsys):
 
 
 def test_robustness_benchmark_times_every_setting_and_writes_json(tmp_path, capsys):
-    import torch
-
-    from pointea.data.synthetic import CATEGORIES
-    from pointea.engine.checkpoint import save_checkpoint
-    from pointea.models import build_model, model_config_to_dict
-
-    torch.manual_seed(0)
-    model = build_model("pointnet-cls", num_classes=len(CATEGORIES), embed_dims=(8,), head_dims=(8,))
-    dataset = {"name": "synthetic", "task": "classification", "in_channels": 3, "num_points": 64,
-               "classes": list(CATEGORIES)}
-    checkpoint = save_checkpoint(tmp_path / "tiny.pt", {
-        "model_config": model_config_to_dict(model.config), "model": model.state_dict(), "dataset": dataset,
-        "config": {"data": {"name": "synthetic", "num_samples": num_samples}}})
+    checkpoint = _tiny_classifier(tmp_path / "tiny.pt", 0)
     bench = load_tool("bench_robustness")
     out = tmp_path / "bench_robustness.json"
     assert bench.main(["--checkpoint", str(checkpoint), "--device", "cpu", "--threads", "1", "--out", str(out)]) == 0
