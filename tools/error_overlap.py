@@ -26,7 +26,7 @@ import torch
 from pointea.atomic import atomic_write_text
 from pointea.commands import positive_int
 from pointea.engine.checkpoint import load_model
-from pointea.engine.evaluate import evaluation_data, load_split
+from pointea.engine.evaluate import evaluation_data, load_split, model_inputs
 from pointea.engine.loop import eval_batches
 from pointea.engine.metrics import confusion_matrix, mean_class_accuracy, overall_accuracy
 from pointea.engine.tasks import task_for
@@ -48,7 +48,7 @@ def class_probabilities(checkpoint: str, split: str, data_root: Optional[str] = 
     if task.uses_category:
         raise ValueError(f"{path} is a {task.name} model; error_overlap compares classifiers only")
     name, _, root, data_config = evaluation_data(path, meta, None, data_root)
-    data_config.update(num_points=meta.get("num_points"), use_normals=model.config.in_channels >= 6)
+    data_config.update(model_inputs(model, meta))
     data = load_split(name, root, split, data_config)
     classes = list(meta.get("classes") or [])
     if classes and list(data.classes) != classes:

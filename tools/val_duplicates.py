@@ -26,7 +26,7 @@ from pointea.atomic import atomic_write_text
 from pointea.commands import positive_int
 from pointea.data.dedup import DUPLICATE_IOU, GROUP_POINTS, cached_duplicate_groups, occupancy_grids
 from pointea.engine.checkpoint import load_model
-from pointea.engine.evaluate import evaluate_model, evaluation_data, load_split
+from pointea.engine.evaluate import evaluate_model, evaluation_data, load_split, model_inputs
 from pointea.pretrained import resolve_checkpoint
 from pointea.tables import markdown_table
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     checkpoint = resolve_checkpoint(args.checkpoint)
     model, meta = load_model(checkpoint, device="cpu")
     name, _, data_root, data_config = evaluation_data(checkpoint, meta, None, args.data_root)
-    data_config.update(num_points=meta.get("num_points"), use_normals=model.config.in_channels >= 6)
+    data_config.update(model_inputs(model, meta))
     val = load_split(name, data_root, "val", data_config)
     trainval = load_split(name, data_root, "trainval", {**data_config, "num_points": GROUP_POINTS,
                                                          "use_normals": False})

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 __all__ = ["evaluate", "evaluate_model", "map_classes_by_name", "build_dataset", "collate_padded",
-           "random_anisotropic_scale", "VOTE_SCALE", "OTHER_COLUMN"]
+           "random_anisotropic_scale", "model_inputs", "VOTE_SCALE", "OTHER_COLUMN"]
 
 OTHER_COLUMN = "other"  # confusion column of predictions outside the dataset's classes
 
@@ -212,16 +212,24 @@ def evaluate(
     device = resolve_device(device)
     model, meta = load_model(checkpoint, device=device)
     name, spec, data_root, data_config = evaluation_data(checkpoint, meta, dataset, data_root)
-    num_points = num_points or meta.get("num_points")  # None keeps whole clouds where the dataset allows
+    inputs = model_inputs(model, meta, num_points)
     task = task_for(model)
     class_names = meta.get("classes") if not task.uses_category else None
     check_classes_early(model, class_names, spec.class_names(data_root, data_config), name, checkpoint)
-    data_config.update(num_points=num_points, use_normals=model.config.in_channels >= 6)
+    data_config.update(inputs)
     data = load_split(name, data_root, split, data_config)
     logger.info("evaluating %s on %s (%d clouds)", checkpoint, data, len(data))
     result = evaluate_model(model, data, batch_size=batch_size, device=device, votes=votes, seed=seed,
                             class_names=class_names)
-    return {"checkpoint": str(checkpoint), "dataset": name, "split": split, "num_points": num_points, **result}
+    return {"checkpoint": str(checkpoint), "dataset": name, "split": split, "num_points": inputs["num_points"],
+            **result}
+
+
+def model_inputs(model: nn.Module, meta: Dict[str, Any], num_points: Optional[int] = None) -> Dict[str, Any]:
+    """The data options a checkpoint's clouds are read with: ``num_points`` (default the
+    checkpoint's; None keeps whole clouds where the dataset allows) and ``use_normals`` when the
+    model takes xyz + normals."""
+    return {"num_points": num_points or meta.get("num_points"), "use_normals": model.config.in_channels >= 6}
 
 
 def evaluation_data(checkpoint: PathLike, meta: Dict[str, Any], dataset: Optional[str] = None,
