@@ -130,6 +130,13 @@ class TrainConfig:
     threads: Optional[int] = None  # torch intra-op threads; default: torch's choice
     progress: bool = True  # tqdm progress bars (rank 0, when stderr is a terminal)
     checkpoint_every: int = 1  # write last.pt every k epochs (and after the last)
+    # Wall-clock budget in seconds for the run's epochs (training, validation and checkpoints,
+    # summed over resumed sessions); null = none. From the second epoch on, when the rest of the
+    # schedule would not fit at this session's pace, train.epochs is cut to what fits (never below
+    # the warm-up or the next epoch) and the cosine schedule is re-planned to end there; the cut is
+    # logged and recorded in config.yaml and the checkpoints. Where the whole schedule fits, it
+    # changes nothing.
+    time_budget_s: Optional[float] = None
 
 
 @dataclass
@@ -293,6 +300,9 @@ def validate_config(config: Config, source: str = "config") -> None:
         raise ValueError(f"{source}: train.ema_decay must be in [0, 1) (0 = off), got {train.ema_decay}")
     if train.grad_clip is not None and train.grad_clip <= 0:
         raise ValueError(f"{source}: train.grad_clip must be positive or null")
+    if train.time_budget_s is not None and not train.time_budget_s > 0:
+        raise ValueError(f"{source}: train.time_budget_s must be a positive number of seconds or null, "
+                         f"got {train.time_budget_s}")
     if train.warmup_epochs < 0 or train.warmup_epochs > train.epochs:
         raise ValueError(f"{source}: train.warmup_epochs must be in [0, train.epochs]")
     for index, aug in enumerate(train.augmentation):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,6 +68,45 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     # Only rank 0 writes: one log with one record per epoch and split.
     records = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [(r["split"], r["epoch"]) for r in records] == [("train", 1), ("val", 1), ("train", 2), ("val", 2)]
+
+
+def _budget_worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
+    """A DDP rank whose epochs take 0.2 s, under a time budget; rank 1's own estimate of what
+    fits always differs from rank 0's, so only a shared plan keeps the ranks in step."""
+    import time
+
+    from pointea.engine import schedule
+    from pointea.engine import train as train_module
+
+    real_epoch = train_module._train_one_epoch
+
+    def slow_epoch(*args, **kwargs):
+        time.sleep(0.2)
+        return real_epoch(*args, **kwargs)
+
+    train_module._train_one_epoch = slow_epoch
+    if rank == 1:
+        schedule.epochs_within_budget = lambda done, planned, *args, **kwargs: done + 1
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    result = train(load_config(None, [*DDP_OVERRIDES, "train.epochs=30", "train.time_budget_s=1.5"]), run_dir)
+    (Path(run_dir) / f"epochs-rank{rank}.json").write_text(json.dumps(result["epochs"]))
+
+
+def test_ddp_ranks_share_the_time_budget_plan(tmp_path):
+    run = tmp_path / "ddp"
+    processes = torch.multiprocessing.spawn(_budget_worker, args=(2, _free_port(), str(run)), nprocs=2, join=False)
+    deadline = time.monotonic() + 180
+    while not processes.join(timeout=1):
+        if time.monotonic() > deadline:  # ranks that disagree wait for each other forever
+            for process in processes.processes:
+                process.kill()
+            pytest.fail("the DDP ranks did not finish: they did not follow one plan")
+    epochs = [json.loads((run / f"epochs-rank{rank}.json").read_text()) for rank in (0, 1)]
+    plans = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    plans = [record for record in plans if record["split"] == "plan"]
+    assert plans and epochs[0] == epochs[1] == plans[-1]["epochs"] < 30
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == epochs[0]
 
 
 def test_global_batchnorm_conversion_keeps_weights_and_single_process_behaviour():

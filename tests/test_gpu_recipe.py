@@ -258,6 +258,7 @@ def test_pack_then_gpu_script_end_to_end_on_cpu_without_open3d(tmp_path):
     assert summary["val_groups"] == "carried from the float32 source"
     resolved = summary["resolved_config"]
     assert resolved["data"]["val_split"] == "grouped" and resolved["train"]["epochs"] == 1
+    assert 0 < resolved["train"]["time_budget_s"] < 120  # the epochs' share of the budget
     assert resolved["train"]["batch_size"] == 8 and resolved["train"]["lr"] == pytest.approx(0.01 * 8 / 32)
     files = sorted(p.name for p in out.iterdir())
     assert files == ["best.pt", "config.yaml", "curves.png", "gpu_modelnet40.json", "log.jsonl", "run.log",

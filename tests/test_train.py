@@ -17,7 +17,7 @@ from pointea.config import AUGMENTATIONS, config_to_dict, load_config
 from pointea.data.transforms import NormalizeUnitSphere, RandomSubsample
 from pointea.engine import train as train_module
 from pointea.engine.checkpoint import load_checkpoint, load_model
-from pointea.engine.schedule import cosine_factor
+from pointea.engine.schedule import cosine_factor, epochs_within_budget
 from pointea.engine.train import (
     KILL_AFTER_STEPS_ENV,
     build_augmentation,
@@ -434,6 +434,68 @@ def test_cosine_schedule_with_warmup():
     assert factors[2] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
     assert factors[10] == pytest.approx(0.1)
+
+
+def read_log(run_dir: Path) -> list:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_with_more_epochs_follows_the_longer_schedule(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config("train.min_lr=0.0005", epochs=2), run)
+    resume_training(run, ["train.epochs=4"])
+    tc = tiny_config("train.min_lr=0.0005", epochs=4).train
+    records = [r for r in read_log(run) if r["split"] == "train"]
+    steps = records[0]["step"]  # steps per epoch
+
+    def rate(step: int, epochs: int) -> float:
+        return tc.lr * cosine_factor(step, epochs * steps, round(tc.warmup_epochs * steps), tc.min_lr / tc.lr)
+
+    # epochs 1-2 ran on the two-epoch schedule (ending at min_lr), epochs 3-4 on the four-epoch one
+    assert [r["lr"] for r in records] == pytest.approx([rate(steps, 2), rate(2 * steps, 2), rate(3 * steps, 4),
+                                                        rate(4 * steps, 4)])
+    assert records[1]["lr"] == pytest.approx(tc.min_lr) and records[2]["lr"] > 2 * tc.min_lr
+
+
+def test_epochs_within_budget_keeps_the_plan_when_it_fits_and_cuts_it_when_not():
+    assert epochs_within_budget(done=2, planned=10, elapsed_s=20, epoch_s=10, budget_s=100) == 10
+    assert epochs_within_budget(done=2, planned=10, elapsed_s=20, epoch_s=10, budget_s=79.9) == 7
+    # at least one more epoch, and never less than the warm-up
+    assert epochs_within_budget(done=2, planned=10, elapsed_s=50, epoch_s=10, budget_s=40) == 3
+    assert epochs_within_budget(done=1, planned=10, elapsed_s=10, epoch_s=10, budget_s=20, warmup_epochs=4.5) == 5
+
+
+def test_time_budget_cuts_the_schedule_to_fit_and_still_ends_it_at_min_lr(tmp_path, monkeypatch):
+    real_epoch = train_module._train_one_epoch
+
+    def slow_epoch(*args, **kwargs):  # a steady 0.2 s per epoch
+        time.sleep(0.2)
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_one_epoch", slow_epoch)
+    run = tmp_path / "run"
+    result = train(tiny_config("train.time_budget_s=1.5", "train.min_lr=0.0005", epochs=40), run)
+    records = read_log(run)
+    plans = [r for r in records if r["split"] == "plan"]
+    assert plans and plans[0]["planned_epochs"] == 40
+    assert 3 <= result["epochs"] == plans[-1]["epochs"] < 40
+    assert result["elapsed_s"] <= 1.5 + plans[-1]["epoch_seconds"]
+    trained = [r for r in records if r["split"] == "train"]
+    assert len(trained) == result["epochs"] and trained[-1]["lr"] == pytest.approx(0.0005)  # annealed
+    # the cut is the run's recorded plan: config.yaml and last.pt say so, and the run is complete
+    assert load_config(run / "config.yaml").train.epochs == result["epochs"]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["train"]["epochs"] == result["epochs"]
+    with pytest.raises(ValueError, match=f"already completed {result['epochs']} epochs"):
+        resume_training(run)
+
+
+def test_a_time_budget_the_schedule_fits_changes_nothing(tmp_path):
+    train(tiny_config("train.deterministic=true"), tmp_path / "plain")
+    result = train(tiny_config("train.deterministic=true", "train.time_budget_s=3600"), tmp_path / "budget")
+    assert result["epochs"] == 2 and not any(r["split"] == "plan" for r in read_log(tmp_path / "budget"))
+    assert_same_weights(final_weights(tmp_path / "plain"), final_weights(tmp_path / "budget"))
+    with pytest.raises(ValueError, match="train.time_budget_s must be a positive number of seconds"):
+        tiny_config("train.time_budget_s=0")
 
 
 # A training process that holds its run in the first epoch until the file argv[3] appears.

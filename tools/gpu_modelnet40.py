@@ -13,8 +13,10 @@ Made for a GPU machine lent for a few minutes (it runs on a CPU too, for tests):
 3. Plans ``train.epochs`` so that training, its validation epochs and the final evaluation end
    within ``--budget-s`` seconds of the script's start (default 480), with ``--safety`` margin,
    clamped to the recipe's epochs (or ``train.epochs=N`` given as override); prints the plan.
-4. Runs ``pointea train`` (stopped at the budget's deadline if it overruns: the best checkpoint so
-   far is kept), then ``pointea eval --split val`` of ``best.pt``.
+4. Runs ``pointea train`` with ``train.time_budget_s`` set to the time its epochs have until the
+   deadline, so epochs slower than timed shorten the cosine schedule rather than run into the
+   deadline (and if it still overruns, it is stopped there: the best checkpoint so far is kept),
+   then ``pointea eval --split val`` of ``best.pt``.
 5. Copies the results to ``--out`` (default ``$OUT``), at most eight files at its top level:
    ``gpu_modelnet40.json`` (settings, timings, plan, best and evaluated val metrics, wall times),
    ``run.log`` (everything printed), ``val.json``, ``val_per_class.csv``, ``log.jsonl``,
@@ -351,10 +353,12 @@ def run(args: argparse.Namespace, log: Log, out: Path, work: Path) -> Tuple[int,
         log("[gpu_modelnet40] warning: not even one epoch fits the budget; training one epoch anyway")
 
     run_dir = work / "run"
-    train_overrides = overrides + [f"train.epochs={plan['epochs']}"]
-    summary["resolved_config"] = config_to_dict(apply_overrides(config, [f"train.epochs={plan['epochs']}"]))
-    started = time.perf_counter()
     deadline = START + args.budget_s - plan["eval_s"]
+    epochs_budget_s = max(1.0, deadline - time.perf_counter() - plan["train_overhead_s"])
+    planned = [f"train.epochs={plan['epochs']}", f"train.time_budget_s={epochs_budget_s:.0f}"]
+    train_overrides = overrides + planned
+    summary["resolved_config"] = config_to_dict(apply_overrides(config, planned))
+    started = time.perf_counter()
     code, stopped = run_logged(_pointea("train", "--config", args.config, "--run-dir", str(run_dir),
                                         *train_overrides), log, deadline)
     train_wall = time.perf_counter() - started

@@ -38,6 +38,7 @@ from torch import nn
 
 from pointea.atomic import atomic_path
 from pointea.engine.device import resolve_device
+from pointea.engine.schedule import restore_schedule_position
 from pointea.pretrained import resolve_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("model_config", "model", "dataset")
 TRAINING_STATE_KEYS = (
     "optimizer", "scheduler", "epoch", "step", "rng", "best_metric", "best_epoch", "best_val", "train_time_s",
-    "trained_model", "ema_num_averaged",
+    "elapsed_s", "trained_model", "ema_num_averaged",
 )
 # settings a resumed run must keep: they shape the model, the data or the optimizer state
 # (data.root and data.cache_dir may change, e.g. after moving the data)
@@ -245,7 +246,8 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     best_metric: float = -math.inf
     best_epoch: int = -1
-    train_time_s: float = 0.0
+    train_time_s: float = 0.0  # training loops of the completed epochs, all sessions
+    elapsed_s: float = 0.0  # wall time of the completed epochs (validation and checkpoints too), all sessions
     last_val: Dict[str, Any] = field(default_factory=dict)
     best_val: Dict[str, Any] = field(default_factory=dict)
 
@@ -280,7 +282,7 @@ def save_last(path: PathLike, model: nn.Module, optimizer, scheduler, meta: Dict
     """
     checkpoint = checkpoint_state(model if ema is None else ema.module, meta, config, state, state.last_val)
     checkpoint.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                      rng=capture_rng_state(), best_val=state.best_val)
+                      rng=capture_rng_state(), best_val=state.best_val, elapsed_s=state.elapsed_s)
     if ema is not None:
         checkpoint.update(trained_model={k: v.detach().clone() for k, v in model.state_dict().items()},
                           ema_num_averaged=int(ema.n_averaged))
@@ -290,6 +292,9 @@ def save_last(path: PathLike, model: nn.Module, optimizer, scheduler, meta: Dict
 def restore_training(path: PathLike, config: Any, model: nn.Module, optimizer, scheduler,
                      device: Union[str, torch.device], ema: Optional[nn.Module] = None) -> TrainState:
     """Load a resumable checkpoint into the model, optimizer, scheduler, RNGs and ``ema``.
+
+    The scheduler takes the saved position (steps taken) and keeps the schedule it was built with
+    from ``config``: a run resumed with more ``train.epochs`` follows the longer schedule.
 
     Raises:
         ValueError: the file lacks training state, or ``config`` changes settings that shape the
@@ -309,7 +314,7 @@ def restore_training(path: PathLike, config: Any, model: nn.Module, optimizer, s
         logger.info("%s holds no moving average; it starts from the resumed weights", path)
         ema.n_averaged.zero_()  # the next update copies the model
     optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
+    restore_schedule_position(scheduler, checkpoint["scheduler"])
     restore_rng_state(checkpoint["rng"])
     return TrainState(
         epoch=int(checkpoint["epoch"]),
@@ -317,6 +322,7 @@ def restore_training(path: PathLike, config: Any, model: nn.Module, optimizer, s
         best_metric=float(checkpoint.get("best_metric", -math.inf)),
         best_epoch=int(checkpoint.get("best_epoch", -1)),
         train_time_s=float(checkpoint.get("train_time_s", 0.0)),
+        elapsed_s=float(checkpoint.get("elapsed_s", checkpoint.get("train_time_s", 0.0))),
         last_val=dict(checkpoint.get("metrics") or {}),
         best_val=dict(checkpoint.get("best_val") or {}),
     )

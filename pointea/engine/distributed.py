@@ -82,6 +82,15 @@ def all_reduce_sum_(tensors: List[Tensor], context: DistributedContext) -> None:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
+def broadcast_int(value: int, context: DistributedContext) -> int:
+    """Rank 0's ``value`` on every rank (decisions that all ranks must take alike)."""
+    if not context.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=context.device)
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
 def shard_indices(global_indices: Tensor, context: DistributedContext) -> Tensor:
     """This rank's contiguous slice of a global batch (the batch size must divide evenly)."""
     if not context.distributed:

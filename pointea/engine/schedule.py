@@ -1,8 +1,10 @@
-"""Optimizers and the cosine learning-rate schedule with linear warm-up."""
+"""Optimizers, the cosine learning-rate schedule with linear warm-up, and fitting a schedule to a
+time budget."""
 
 from __future__ import annotations
 
 import math
+from typing import Any, Dict
 
 import torch
 from torch import nn
@@ -66,3 +68,52 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, _CosineFactor(total, warmup, config.min_lr / config.lr)
     )
+
+
+def restore_schedule_position(scheduler: torch.optim.lr_scheduler.LambdaLR, saved: Dict[str, Any]) -> None:
+    """Move ``scheduler`` to the step a saved scheduler state had reached, keeping its own schedule.
+
+    ``LambdaLR.load_state_dict`` would also bring back the saved schedule's length, warm-up and
+    peak rate; a run resumed with another ``train.epochs`` must follow the new schedule instead.
+    With an unchanged schedule the learning rates come out bit-identical to the saved ones.
+    """
+    position = {key: value for key, value in saved.items() if key not in ("lr_lambdas", "base_lrs", "_last_lr")}
+    scheduler.load_state_dict({**position, "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
+    _apply_learning_rates(scheduler)
+
+
+def shorten_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int) -> None:
+    """Re-plan the cosine schedule to end at ``total_steps``, from the step it is at; the next
+    optimizer step already uses the new schedule's rate."""
+    for factor in scheduler.lr_lambdas:
+        factor.total_steps = total_steps
+    _apply_learning_rates(scheduler)
+
+
+def _apply_learning_rates(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set each parameter group's rate to what the schedule gives at its current step (the same
+    product ``LambdaLR`` computes when it steps)."""
+    rates = [base * factor(scheduler.last_epoch) for factor, base in zip(scheduler.lr_lambdas, scheduler.base_lrs)]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates  # what get_last_lr() reports
+
+
+def epochs_within_budget(done: int, planned: int, elapsed_s: float, epoch_s: float, budget_s: float,
+                         warmup_epochs: float = 0.0) -> int:
+    """How many epochs a run can plan for within a time budget.
+
+    Args:
+        done: epochs completed.
+        planned: epochs the run plans now (the result never exceeds it).
+        elapsed_s: wall time the completed epochs took.
+        epoch_s: expected wall time of one more epoch.
+        budget_s: the run's budget.
+        warmup_epochs: the warm-up is never cut short.
+
+    Returns:
+        ``planned`` when the remaining epochs fit in what is left of the budget, else ``done`` plus
+        as many epochs as fit, but at least one more epoch and at least the warm-up.
+    """
+    fitting = done + max(0, math.floor((budget_s - elapsed_s) / epoch_s))
+    return min(planned, max(fitting, done + 1, math.ceil(warmup_epochs)))

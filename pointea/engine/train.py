@@ -31,7 +31,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -461,9 +461,11 @@ def train(config: Config, run_dir: PathLike, resume: bool = False) -> Dict[str, 
 
     Returns:
         ``{"run_dir", "best_epoch", "select_metric", "best": best val metrics, "last": last val
-        metrics, "train_time_s" (epoch time of all sessions), "session_time_s" (this call's
-        training loop), "epochs", "rank"}``; under DDP every rank returns the same reduced
-        metrics and only rank 0 writes files.
+        metrics, "train_time_s" (the epochs' training loops, all sessions), "elapsed_s" (the
+        epochs' wall time with validation and checkpoints, all sessions; what
+        ``train.time_budget_s`` limits), "session_time_s" (this call's training loop), "epochs"
+        (completed; fewer than planned when the time budget cut the schedule), "rank"}``; under
+        DDP every rank returns the same reduced metrics and only rank 0 writes files.
 
     Raises:
         ValueError: invalid settings, a fresh run into a folder that already holds one, or a
@@ -569,9 +571,28 @@ def resume_training(run_dir: PathLike, overrides=()) -> Dict[str, Any]:
     return train(apply_overrides(config, overrides), run_dir, resume=True)
 
 
+def _shorten_run(config: Config, epochs: int, scheduler, steps_per_epoch: int, state: TrainState, pace: float,
+                 runlog, run_dir: Path) -> Config:
+    """``config`` with ``train.epochs`` cut to ``epochs`` to keep within ``train.time_budget_s``: the
+    schedule is re-planned to end there, and the cut logged and written to config.yaml."""
+    from pointea.engine.schedule import shorten_schedule
+
+    tc = config.train
+    logger.warning("train.time_budget_s=%g: at %.1f s per epoch the remaining %d of %d epochs would end after "
+                   "%.0f s; the schedule now ends after epoch %d", tc.time_budget_s, pace, tc.epochs - state.epoch,
+                   tc.epochs, state.elapsed_s + pace * (tc.epochs - state.epoch), epochs)
+    shorten_schedule(scheduler, epochs * steps_per_epoch)
+    shortened = replace(config, train=replace(tc, epochs=epochs))
+    if runlog is not None:
+        runlog.write("plan", state.epoch, state.step, epochs=epochs, planned_epochs=tc.epochs,
+                     epoch_seconds=round(pace, 3), elapsed_s=round(state.elapsed_s, 3))
+        save_config(shortened, run_dir / "config.yaml")
+    return shortened
+
+
 def _run(config: Config, run_dir: Path, resume: bool, task: Task, select: str,
          context: DistributedContext, last_path: Path, best_path: Path) -> Dict[str, Any]:
-    from pointea.engine.schedule import build_optimizer, build_scheduler
+    from pointea.engine.schedule import build_optimizer, build_scheduler, epochs_within_budget
 
     tc = config.train
     device = context.device
@@ -630,8 +651,17 @@ def _run(config: Config, run_dir: Path, resume: bool, task: Task, select: str,
             runlog.write("resume", state.epoch, state.step)
 
     session_start = time.perf_counter()
+    session_epochs = 0
     try:
-        for epoch in range(state.epoch, tc.epochs):
+        while state.epoch < tc.epochs:
+            if tc.time_budget_s is not None and session_epochs:
+                pace = (time.perf_counter() - session_start) / session_epochs
+                epochs = dist_utils.broadcast_int(epochs_within_budget(
+                    state.epoch, tc.epochs, state.elapsed_s, pace, tc.time_budget_s, tc.warmup_epochs), context)
+                if epochs < tc.epochs:
+                    config = _shorten_run(config, epochs, scheduler, steps_per_epoch, state, pace, runlog, run_dir)
+                    tc = config.train
+            epoch = state.epoch
             epoch_start = time.perf_counter()
             shared_seed = derive_seed(tc.seed, epoch, 0)
             augment_generator.manual_seed(shared_seed)
@@ -686,9 +716,11 @@ def _run(config: Config, run_dir: Path, resume: bool, task: Task, select: str,
                     if improved:
                         checkpoints.save_checkpoint(
                             best_path, checkpoints.checkpoint_state(evaluated, data.meta, config, state, val))
+            state.elapsed_s += time.perf_counter() - epoch_start
             if context.is_main and (state.epoch % tc.checkpoint_every == 0 or is_last):
                 checkpoints.save_last(last_path, model, optimizer, scheduler, data.meta, config, state, ema)
             dist_utils.barrier(context)
+            session_epochs += 1
     finally:
         if runlog is not None:
             runlog.close()
@@ -702,6 +734,7 @@ def _run(config: Config, run_dir: Path, resume: bool, task: Task, select: str,
         "best": state.best_val,
         "last": state.last_val,
         "train_time_s": round(state.train_time_s, 3),
+        "elapsed_s": round(state.elapsed_s, 3),
         "session_time_s": round(session_time, 3),
         "rank": context.rank,
     }
