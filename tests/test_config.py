@@ -38,6 +38,13 @@ def test_shipped_recipes_load():
     assert load_config("modelnet40-cls").train.optimizer == "sgd"
 
 
+@pytest.mark.parametrize("recipe", ["modelnet40-cls-cpu-long", "modelnet40-cls-cpu-robust"])
+def test_150_minute_recipes_budget_their_epochs(recipe):
+    # on a CPU that trains them in fp32 their full schedules take over three hours
+    budget = load_config(recipe).train.time_budget_s
+    assert budget is not None and 0 < budget <= 150 * 60
+
+
 def test_yaml_round_trip(tmp_path):
     config = load_config("synthetic-cls", ["train.lr=0.005", "model.overrides.dropout=0.1"])
     path = tmp_path / "config.yaml"
