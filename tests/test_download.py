@@ -37,10 +37,14 @@ FILES = {
 
 
 def _zip(files: dict) -> bytes:
+    """A zip of ``files``, the same bytes on every call: members get a fixed timestamp, not the
+    clock's (two calls a second apart would otherwise differ in their SHA-256)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in files.items():
-            archive.writestr(name, data)
+            member = zipfile.ZipInfo(name, date_time=(2021, 1, 1, 0, 0, 0))
+            member.external_attr = 0o600 << 16  # what writestr gives a member named by a string
+            archive.writestr(member, data)
     return buffer.getvalue()
 
 
