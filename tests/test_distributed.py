@@ -23,6 +23,7 @@ from pointea.engine.distributed import (
 )
 from pointea.engine.train import train
 from pointea.nn.encoder import MaskedBatchNorm
+from pointea.plots import read_log
 
 # Dropout off: each rank draws its own dropout masks; everything else (shuffling, augmentation,
 # batch-norm statistics) is identical to a single process by construction. SGD rather than Adam:
@@ -103,8 +104,7 @@ def test_ddp_ranks_share_the_time_budget_plan(tmp_path):
                 process.kill()
             pytest.fail("the DDP ranks did not finish: they did not follow one plan")
     epochs = [json.loads((run / f"epochs-rank{rank}.json").read_text()) for rank in (0, 1)]
-    plans = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    plans = [record for record in plans if record["split"] == "plan"]
+    plans = [record for record in read_log(run / "log.jsonl") if record["split"] == "plan"]
     assert plans and epochs[0] == epochs[1] == plans[-1]["epochs"] < 30
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == epochs[0]
 

@@ -27,6 +27,7 @@ from pointea.engine.train import (
     train,
     training_augmentation,
 )
+from pointea.plots import read_log
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -436,16 +437,12 @@ def test_cosine_schedule_with_warmup():
     assert factors[10] == pytest.approx(0.1)
 
 
-def read_log(run_dir: Path) -> list:
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-
-
 def test_resume_with_more_epochs_follows_the_longer_schedule(tmp_path):
     run = tmp_path / "run"
     train(tiny_config("train.min_lr=0.0005", epochs=2), run)
     resume_training(run, ["train.epochs=4"])
     tc = tiny_config("train.min_lr=0.0005", epochs=4).train
-    records = [r for r in read_log(run) if r["split"] == "train"]
+    records = [r for r in read_log(run / "log.jsonl") if r["split"] == "train"]
     steps = records[0]["step"]  # steps per epoch
 
     def rate(step: int, epochs: int) -> float:
@@ -475,7 +472,7 @@ def test_time_budget_cuts_the_schedule_to_fit_and_still_ends_it_at_min_lr(tmp_pa
     monkeypatch.setattr(train_module, "_train_one_epoch", slow_epoch)
     run = tmp_path / "run"
     result = train(tiny_config("train.time_budget_s=1.5", "train.min_lr=0.0005", epochs=40), run)
-    records = read_log(run)
+    records = read_log(run / "log.jsonl")
     plans = [r for r in records if r["split"] == "plan"]
     assert plans and plans[0]["planned_epochs"] == 40
     assert 3 <= result["epochs"] == plans[-1]["epochs"] < 40
@@ -492,7 +489,8 @@ def test_time_budget_cuts_the_schedule_to_fit_and_still_ends_it_at_min_lr(tmp_pa
 def test_a_time_budget_the_schedule_fits_changes_nothing(tmp_path):
     train(tiny_config("train.deterministic=true"), tmp_path / "plain")
     result = train(tiny_config("train.deterministic=true", "train.time_budget_s=3600"), tmp_path / "budget")
-    assert result["epochs"] == 2 and not any(r["split"] == "plan" for r in read_log(tmp_path / "budget"))
+    records = read_log(tmp_path / "budget" / "log.jsonl")
+    assert result["epochs"] == 2 and not any(r["split"] == "plan" for r in records)
     assert_same_weights(final_weights(tmp_path / "plain"), final_weights(tmp_path / "budget"))
     with pytest.raises(ValueError, match="train.time_budget_s must be a positive number of seconds"):
         tiny_config("train.time_budget_s=0")

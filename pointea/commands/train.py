@@ -27,7 +27,7 @@ examples:
   pointea train --config my.yaml --run-dir runs/x train.lr=0.01 train.epochs=50 \\
       model.preset=pointnet-cls model.overrides.dropout=0.5 train.augmentation=[]
   pointea train --resume runs/mn40                 # continue after an interruption
-  pointea train --config modelnet40-cls-cpu --data-root ~/data --run-dir runs/mn40-10min \
+  pointea train --config modelnet40-cls-cpu --data-root ~/data --run-dir runs/mn40-10min \\
       train.time_budget_s=600                      # cut the schedule to fit 10 minutes
   pointea train --config synthetic-cls --print-config train.amp=none
   torchrun --nproc_per_node 4 -m pointea train --config modelnet40-cls --data-root ~/data \\
